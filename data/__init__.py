@@ -1,0 +1,1 @@
+"""Data layer, imported as ``rlhf.data`` (placeholder; filled in by the data module work)."""

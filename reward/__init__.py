@@ -1,0 +1,1 @@
+"""Reward models, imported as ``rlhf.reward``."""
