@@ -1,0 +1,122 @@
+"""`rlhf`: the Hydra entry point. Compose -> validate -> run one stage (or `rlhf check` the data).
+
+Heavy libraries (torch, transformers, trl, deepspeed) are imported only inside the stage that
+needs them, so `rlhf --help` and `rlhf --cfg job` stay fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import logging
+import os
+import sys
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from .errors import UserError
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+log = logging.getLogger("rlhf")
+
+# Stage name -> module with `run(cfg, run_dir) -> Artifact`. A plain dict, no registry.
+STAGES = {
+    "sft": "rlhf.stages.sft",
+    "reward": "rlhf.stages.reward",
+}
+SUBCOMMANDS = {"check": "mode=check"}
+
+
+def _pkg_dir(package: str, *parts: str) -> str:
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise UserError(f"package {package!r} is not installed (pip install {package.replace('_', '-')})")
+    return str(Path(list(spec.submodule_search_locations)[0], *parts))
+
+
+def register_resolvers() -> None:
+    OmegaConf.register_new_resolver("rlhf_root", lambda: str(PROJECT_ROOT), replace=True)
+    OmegaConf.register_new_resolver("pkg_dir", _pkg_dir, replace=True)
+
+
+def _rewrite_argv(argv: list[str]) -> list[str]:
+    """`rlhf check a=b` -> `rlhf mode=check a=b`; drop the deepspeed launcher's --local_rank=N."""
+    out = []
+    for i, arg in enumerate(argv):
+        if i == 0 and arg in SUBCOMMANDS:
+            out.append(SUBCOMMANDS[arg])
+        elif arg.startswith("--local_rank=") or arg.startswith("--local-rank="):
+            os.environ.setdefault("LOCAL_RANK", arg.split("=", 1)[1])
+        else:
+            out.append(arg)
+    return out
+
+
+_task_started = False
+
+
+def run(cfg: DictConfig, run_dir: str | Path | None = None):
+    """Run what the config asks for. Raises UserError for user mistakes."""
+    from .config import validate
+
+    if cfg.get("pipeline") and run_dir is None:
+        from hydra.core.hydra_config import HydraConfig
+
+        from .pipeline import run_pipeline
+
+        return run_pipeline(cfg, list(HydraConfig.get().overrides.task))
+    validate(cfg)
+    if cfg.mode == "check":
+        from .stages import check
+
+        return check.run(cfg)
+    name = cfg.stage.name
+    if name not in STAGES:
+        from .errors import did_you_mean
+
+        raise UserError(f"stage.name: unknown stage {name!r}{did_you_mean(name, STAGES)}; one of {', '.join(STAGES)}")
+    stage = importlib.import_module(STAGES[name])
+    return stage.run(cfg, Path(run_dir or cfg.run_dir))
+
+
+@hydra.main(version_base="1.3", config_path=str(PROJECT_ROOT / "conf"), config_name="config")
+def _hydra_main(cfg: DictConfig) -> None:
+    global _task_started
+    _task_started = True
+    from hydra.core.hydra_config import HydraConfig
+
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    try:
+        run(cfg, None if cfg.get("pipeline") else run_dir)
+    except UserError as e:
+        print(f"rlhf: error: {e.message}", file=sys.stderr)
+        _remove_if_empty(run_dir)
+        sys.exit(2)
+    if cfg.mode == "check":
+        _remove_if_empty(run_dir)
+
+
+def _remove_if_empty(run_dir: Path) -> None:
+    """Hydra creates the run dir before we start: a refused run or a check leaves nothing behind."""
+    if run_dir.is_dir() and all(p.suffix == ".log" for p in run_dir.iterdir()):
+        import shutil
+
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def main() -> None:
+    register_resolvers()
+    sys.argv = [sys.argv[0], *_rewrite_argv(sys.argv[1:])]
+    try:
+        _hydra_main()
+    except SystemExit as e:
+        # Hydra exits 1 on a composition error (unknown preset, bad override): that is bad input.
+        if e.code == 1 and not _task_started:
+            sys.exit(2)
+        raise
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,79 @@
+"""Cross-field validation of the composed config, before anything heavy is built.
+
+Every problem found is collected and raised at once as one UserError.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from .errors import UserError, did_you_mean
+
+STAGE_DATA_KINDS = {"sft": ("sft",), "reward": ("pair", "ranked")}
+PEFT_METHODS = ("none", "lora", "qlora")
+REPORTERS = ("none", "wandb", "tensorboard")
+
+
+def validate(cfg: DictConfig) -> None:
+    problems: list[str] = []
+    if cfg.mode not in ("train", "check"):
+        problems.append(f"mode: {cfg.mode!r} is not one of train, check")
+    missing = sorted(OmegaConf.missing_keys(cfg))
+    problems += [f"{k}: a value is required (set it on the command line: {k}=...)" for k in missing]
+    stage = cfg.stage.name
+    kinds = STAGE_DATA_KINDS.get(stage)
+    if kinds and not OmegaConf.is_missing(cfg.data, "kind") and cfg.data.kind not in kinds:
+        problems.append(f"data.kind: stage {stage} trains on {' or '.join(kinds)} rows, not {cfg.data.kind!r}")
+    if cfg.peft.method not in PEFT_METHODS:
+        problems.append(f"peft.method: {cfg.peft.method!r} is not one of {', '.join(PEFT_METHODS)}")
+    if cfg.logger.report_to not in REPORTERS:
+        problems.append(f"logger.report_to: {cfg.logger.report_to!r} is not one of {', '.join(REPORTERS)}")
+    if cfg.mode == "train" and cfg.peft.method == "qlora":
+        import torch
+
+        if not torch.cuda.is_available():
+            problems.append(
+                "peft=qlora: 4-bit QLoRA needs a CUDA GPU (bitsandbytes kernels); none is visible. "
+                "Use peft=lora on this machine."
+            )
+        else:
+            try:
+                import bitsandbytes  # noqa: F401
+            except ImportError:
+                problems.append("peft=qlora: bitsandbytes is not installed (pip install bitsandbytes)")
+    if cfg.model.freeze_layers and int(cfg.model.freeze_layers) < 0:
+        problems.append(f"model.freeze_layers: must be >= 0, got {cfg.model.freeze_layers}")
+    if problems:
+        raise UserError(problems, title="invalid config")
+
+
+def trainer_kwargs(config_cls: type, trainer_cfg: DictConfig | dict, **fixed: Any) -> dict[str, Any]:
+    """Check `trainer:` keys against the TRL config class; unknown keys get a did-you-mean."""
+    given = OmegaConf.to_container(trainer_cfg, resolve=True) if isinstance(trainer_cfg, DictConfig) else dict(trainer_cfg)
+    known = {f.name for f in dataclasses.fields(config_cls) if f.init}
+    unknown = [k for k in given if k not in known]
+    if unknown:
+        raise UserError(
+            [f"trainer.{k}: not an option of {config_cls.__name__}{did_you_mean(k, known)}" for k in unknown],
+            title=f"unknown trainer option{'s' if len(unknown) > 1 else ''}",
+        )
+    kwargs = {**given, **fixed}
+    import torch
+
+    if not torch.cuda.is_available():
+        # TRL defaults to bf16, which raises without an accelerator: run on the CPU in fp32.
+        kwargs.setdefault("use_cpu", True)
+        kwargs["bf16"] = False
+        kwargs["fp16"] = False
+    return kwargs
+
+
+def build_trainer_config(config_cls: type, trainer_cfg, **fixed: Any):
+    kwargs = trainer_kwargs(config_cls, trainer_cfg, **fixed)
+    try:
+        return config_cls(**kwargs)
+    except (ValueError, TypeError) as e:
+        raise UserError(f"trainer: {config_cls.__name__} refused the options: {e}") from None

@@ -1,0 +1,188 @@
+"""Tokenizers and models: from a hub id, a local folder, or an earlier stage's artifact.
+
+Everything here takes narrow config nodes (`cfg.model`, `cfg.peft`), never the root config.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from .artifacts import Artifact, read_artifact
+from .errors import UserError
+
+log = logging.getLogger(__name__)
+
+
+def resolve_source(model_cfg, expect_kinds: tuple[str, ...]) -> tuple[str, Artifact | None]:
+    """Where to load weights from: `init_from` (an artifact of an allowed kind) or `name_or_path`."""
+    if model_cfg.init_from:
+        art = read_artifact(model_cfg.init_from, expect_kinds=expect_kinds)
+        return str(art.path(art.model_dir)), art
+    return str(model_cfg.name_or_path), None
+
+
+def load_tokenizer(model_cfg, source: str | None = None):
+    """The model's tokenizer with a pad token that is not EOS, and BOS on encode if asked.
+
+    Padding with EOS hides the real EOS from the loss in some collators, so when there is no pad
+    token we use <unk> (stories260k: id 0) or, failing that, add a dedicated <pad>.
+    """
+    from transformers import AutoTokenizer
+
+    path = model_cfg.tokenizer or source or model_cfg.name_or_path
+    try:
+        tok = AutoTokenizer.from_pretrained(
+            path, trust_remote_code=model_cfg.trust_remote_code, revision=model_cfg.revision
+        )
+    except OSError as e:
+        raise UserError(f"model: cannot load a tokenizer from {path!r}: {e}") from None
+    if model_cfg.pad_token:
+        tok.pad_token = model_cfg.pad_token
+    elif tok.pad_token is None:
+        if tok.unk_token is not None:
+            tok.pad_token = tok.unk_token
+        else:
+            tok.add_special_tokens({"pad_token": "<pad>"})
+    if model_cfg.add_bos and tok.bos_token_id is not None:
+        ids = tok("a").input_ids
+        if not ids or ids[0] != tok.bos_token_id:
+            tok.add_bos_token = True  # updates the fast tokenizer's post-processor
+            if tok("a").input_ids[0] != tok.bos_token_id:
+                raise UserError(f"model.add_bos: could not make the tokenizer of {path!r} prepend BOS")
+    return tok
+
+
+def _dtype(name: str):
+    import torch
+
+    if name in (None, "auto"):
+        return "auto"
+    try:
+        return getattr(torch, name)
+    except AttributeError:
+        raise UserError(f"model.dtype: unknown dtype {name!r} (float32, bfloat16, float16 or auto)") from None
+
+
+def _load_kwargs(model_cfg, peft_cfg) -> dict[str, Any]:
+    kw: dict[str, Any] = dict(
+        dtype=_dtype(model_cfg.dtype),
+        trust_remote_code=model_cfg.trust_remote_code,
+        revision=model_cfg.revision,
+    )
+    if model_cfg.attn_implementation:
+        kw["attn_implementation"] = model_cfg.attn_implementation
+    if peft_cfg.method == "qlora":
+        from transformers import BitsAndBytesConfig
+
+        q = dict(peft_cfg.quantization)
+        q["bnb_4bit_compute_dtype"] = _dtype(q.get("bnb_4bit_compute_dtype", "bfloat16"))
+        kw["quantization_config"] = BitsAndBytesConfig(**q)
+    return kw
+
+
+def _from_pretrained(cls, source: str, model_cfg, peft_cfg, **extra):
+    try:
+        return cls.from_pretrained(source, **_load_kwargs(model_cfg, peft_cfg), **extra)
+    except OSError as e:
+        raise UserError(f"model: cannot load {source!r}: {e}") from None
+
+
+def build_policy(model_cfg, peft_cfg, tokenizer=None, expect_kinds=("policy",)):
+    """A causal LM ready to train: loaded, pad-aware, lower layers frozen, PEFT applied."""
+    from transformers import AutoModelForCausalLM
+
+    source, _ = resolve_source(model_cfg, expect_kinds)
+    model = _from_pretrained(AutoModelForCausalLM, source, model_cfg, peft_cfg)
+    return _finish(model, model_cfg, peft_cfg, tokenizer, task_type="CAUSAL_LM")
+
+
+def build_reward_model(model_cfg, peft_cfg, tokenizer=None):
+    """A scalar-head sequence classifier (num_labels=1) from a base LM, a policy or a reward artifact."""
+    from transformers import AutoModelForSequenceClassification
+
+    source, _ = resolve_source(model_cfg, ("policy", "reward"))
+    model = _from_pretrained(AutoModelForSequenceClassification, source, model_cfg, peft_cfg, num_labels=1)
+    return _finish(model, model_cfg, peft_cfg, tokenizer, task_type="SEQ_CLS")
+
+
+def _finish(model, model_cfg, peft_cfg, tokenizer, task_type: str):
+    if tokenizer is not None:
+        if len(tokenizer) > model.get_input_embeddings().num_embeddings:
+            model.resize_token_embeddings(len(tokenizer))
+        model.config.pad_token_id = tokenizer.pad_token_id
+        if getattr(model, "generation_config", None) is not None:
+            model.generation_config.pad_token_id = tokenizer.pad_token_id
+    if model_cfg.freeze_layers:
+        freeze_lower_layers(model, int(model_cfg.freeze_layers))
+    if peft_cfg.method in ("lora", "qlora"):
+        model = apply_lora(model, peft_cfg, task_type)
+    return model
+
+
+def transformer_blocks(model):
+    """The ModuleList of transformer blocks, whatever the architecture calls it."""
+    import torch.nn as nn
+
+    best = None
+    for name, module in model.named_modules():
+        if isinstance(module, nn.ModuleList) and len(module) > 0 and "lora" not in name:
+            if best is None or len(module) > len(best[1]):
+                best = (name, module)
+    if best is None:
+        raise UserError(f"model.freeze_layers: cannot find the transformer blocks of {type(model).__name__}")
+    return best[1]
+
+
+def freeze_lower_layers(model, n: int) -> None:
+    """Freeze the input embeddings and the lowest `n` blocks; everything above trains."""
+    blocks = transformer_blocks(model)
+    if not 0 <= n <= len(blocks):
+        raise UserError(f"model.freeze_layers: {n} is outside 0..{len(blocks)} (the model has {len(blocks)} blocks)")
+    if n == 0:
+        return
+    emb = model.get_input_embeddings()
+    tied = getattr(model.config, "tie_word_embeddings", False)
+    if not tied:  # a tied embedding is also the output head: keep it trainable
+        emb.weight.requires_grad_(False)
+    for block in list(blocks)[:n]:
+        for p in block.parameters():
+            p.requires_grad_(False)
+    log.info("froze %s and the lowest %d of %d blocks", "nothing else" if tied else "embeddings", n, len(blocks))
+
+
+def apply_lora(model, peft_cfg, task_type: str):
+    import hydra.utils
+    from peft import get_peft_model, prepare_model_for_kbit_training
+
+    lora_cfg = hydra.utils.instantiate(peft_cfg.lora, task_type=task_type)
+    if peft_cfg.method == "qlora":
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+    model = get_peft_model(model, lora_cfg)
+    return model
+
+
+def count_parameters(model) -> dict[str, int]:
+    total = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return {"params_total": total, "params_trainable": trainable}
+
+
+def save_model(model, tokenizer, run_dir: Path) -> tuple[str, str | None]:
+    """Save in Hugging Face format (safetensors). A PEFT model saves its adapter and a merged copy.
+
+    Returns (model_dir, adapter_dir) relative to run_dir.
+    """
+    run_dir = Path(run_dir)
+    adapter_dir = None
+    if hasattr(model, "peft_config"):
+        model.save_pretrained(run_dir / "adapter", safe_serialization=True)
+        tokenizer.save_pretrained(run_dir / "adapter")
+        adapter_dir = "adapter"
+        if getattr(model, "is_loaded_in_4bit", False) or getattr(model.base_model, "is_loaded_in_4bit", False):
+            return "adapter", adapter_dir  # a 4-bit base is not merged; load base + adapter
+        model = model.merge_and_unload()
+    model.save_pretrained(run_dir / "model", safe_serialization=True)
+    tokenizer.save_pretrained(run_dir / "model")
+    return "model", adapter_dir

@@ -1,0 +1,88 @@
+"""`rlhf pipeline=<name>`: run a declared sequence of stages, each in its own run directory.
+
+A step is a list of config overrides; `init_from: <step>` hands the earlier step's artifact to
+`model.init_from`. A step whose directory already holds an artifact with the same config hash is
+skipped, so re-running a pipeline only does what is missing.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from .artifacts import MANIFEST, config_hash, read_artifact
+from .errors import UserError
+
+log = logging.getLogger(__name__)
+SKIP = ("pipeline", "hydra")
+
+
+def step_configs(cfg: DictConfig, base_overrides: list[str]) -> list[tuple[str, DictConfig]]:
+    """Compose every step's config up front, so a typo in step 3 fails before step 1 trains."""
+    from hydra import compose
+
+    pdir = Path(cfg.pipeline.dir).resolve()
+    base = [o for o in base_overrides if not o.split("=")[0].lstrip("+~").startswith(("pipeline", "hydra"))]
+    out, names = [], set()
+    for step in cfg.pipeline.steps:
+        overrides = [*base, *step.overrides, f"run_dir={pdir / step.name}",
+                     f"experiment_name={cfg.experiment_name}"]
+        if step.get("init_from"):
+            if step.init_from not in names:
+                raise UserError(f"pipeline.steps.{step.name}.init_from: {step.init_from!r} is not an earlier step")
+            overrides.append(f"model.init_from={pdir / step.init_from}")
+        try:
+            out.append((step.name, compose(config_name="config", overrides=overrides)))
+        except Exception as e:  # hydra's composition errors: a user mistake in the step
+            raise UserError(f"pipeline step {step.name}: {e}") from None
+        names.add(step.name)
+    return out
+
+
+def run_pipeline(cfg: DictConfig, base_overrides: list[str]) -> dict:
+    from .cli import run as run_stage
+
+    steps = step_configs(cfg, base_overrides)
+    results: dict = {}
+    for name, step_cfg in steps:
+        run_dir = Path(step_cfg.run_dir)
+        digest = config_hash(OmegaConf.to_container(step_cfg, resolve=True))
+        if (run_dir / MANIFEST).is_file():
+            art = read_artifact(run_dir)
+            if art.config_hash == digest:
+                log.info("step %s: finished artifact with the same config in %s, skipping", name, run_dir)
+                results[name] = {"skipped": True, **art.metrics}
+                continue
+            raise UserError(f"pipeline step {name}: {run_dir} holds a finished run with a different config "
+                            f"(hash {art.config_hash} != {digest}); remove it or set pipeline.dir elsewhere")
+        t0 = time.time()
+        log.info("step %s -> %s", name, run_dir)
+        art = run_stage(step_cfg, run_dir)
+        results[name] = {"wall_s": round(time.time() - t0, 1), **art.metrics}
+    summary_path = Path(cfg.pipeline.dir) / "summary.json"
+    summary_path.write_text(json.dumps(results, indent=2, default=str) + "\n")
+    print(format_summary(results))
+    return results
+
+
+def _f(x, fmt="{:.3f}"):
+    return fmt.format(x) if isinstance(x, int | float) else "-"
+
+
+def format_summary(results: dict) -> str:
+    lines = ["", "== pipeline summary =="]
+    for name, m in results.items():
+        took = "skipped (already done)" if m.get("skipped") else f"{_f(m.get('wall_s'), '{:.0f}')} s"
+        lines.append(f"[{name}] {took}")
+        if "eval_loss_before" in m:
+            lines.append(f"  eval loss     {_f(m['eval_loss_before'])} -> {_f(m.get('eval_loss'))}   "
+                         f"(perplexity {_f(m.get('eval_ppl_before'), '{:.2f}')} -> {_f(m.get('eval_ppl'), '{:.2f}')})")
+        if "eval_accuracy" in m:
+            before = (m.get("eval_before") or {}).get("accuracy")
+            lines.append(f"  held-out pairwise accuracy {_f(before)} -> {_f(m['eval_accuracy'])} "
+                         f"on {m.get('eval_rows')} rows ({m.get('truncated_rows', 0)} truncated, none dropped)")
+    return "\n".join(lines)

@@ -1,0 +1,81 @@
+"""SFT stage: TRL's SFTTrainer with completion-only loss, held-out loss/perplexity before and after."""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+from . import common
+
+log = logging.getLogger(__name__)
+
+# stage.batching -> SFTConfig fields. Measured in bench/sft_batching.py.
+BATCHING = {
+    "grouped": dict(packing=False, train_sampling_strategy="group_by_length"),
+    "padded": dict(packing=False),
+    "packed": dict(packing=True, packing_strategy="bfd"),
+    "wrapped": dict(packing=True, packing_strategy="wrapped"),
+}
+
+
+def run(cfg: DictConfig, run_dir: Path):
+    from datasets import Dataset
+    from transformers import EarlyStoppingCallback
+    from trl import SFTConfig, SFTTrainer
+
+    from ..errors import UserError, did_you_mean
+    from ..models import build_policy, count_parameters, load_tokenizer, resolve_source
+
+    st = cfg.stage
+    if st.batching not in BATCHING:
+        raise UserError(f"stage.batching: {st.batching!r} is not one of {', '.join(BATCHING)}"
+                        f"{did_you_mean(st.batching, BATCHING)}")
+    rd, ctx = common.start(cfg, run_dir)
+    with rd:
+        source, _ = resolve_source(cfg.model, ("policy",))
+        tokenizer = load_tokenizer(cfg.model, source)
+        splits = common.load_data(cfg, tokenizer, truncation_side="right")
+        common.begin(ctx)
+
+        extra = dict(BATCHING[st.batching])
+        callbacks = []
+        if st.early_stopping_patience:
+            extra.update(load_best_model_at_end=True, metric_for_best_model="eval_loss", greater_is_better=False,
+                         save_strategy=cfg.trainer.eval_strategy, save_steps=cfg.trainer.eval_steps)
+            callbacks.append(EarlyStoppingCallback(early_stopping_patience=int(st.early_stopping_patience)))
+        if not splits.eval:
+            extra["eval_strategy"] = "no"
+        args = ctx.trainer_config(SFTConfig, **extra)
+        model = build_policy(cfg.model, cfg.peft, tokenizer)
+        log.info("policy %s: %s", source, count_parameters(model))
+
+        trainer = SFTTrainer(
+            model=model, args=args, processing_class=tokenizer, callbacks=callbacks,
+            train_dataset=Dataset.from_list(splits.train),
+            eval_dataset=Dataset.from_list(splits.eval) if splits.eval else None,
+        )
+        metrics: dict = {"train_rows": len(splits.train), "eval_rows": len(splits.eval),
+                         "dropped_rows": dict(splits.dropped), **count_parameters(model)}
+        if splits.eval and st.eval_before:
+            before = trainer.evaluate(metric_key_prefix="eval_before")
+            metrics["eval_loss_before"] = before["eval_before_loss"]
+            metrics["eval_ppl_before"] = math.exp(before["eval_before_loss"])
+        resume = ctx.last_checkpoint()
+        if resume:
+            log.info("resuming from %s", resume)
+        out = trainer.train(resume_from_checkpoint=resume)
+        metrics["train_loss"] = out.training_loss
+        metrics["train_runtime_s"] = out.metrics.get("train_runtime")
+        n_tokens = trainer._metrics["train"].get("num_tokens") if hasattr(trainer, "_metrics") else None
+        if trainer.state.num_input_tokens_seen:
+            n_tokens = trainer.state.num_input_tokens_seen
+        if splits.eval:
+            after = trainer.evaluate()
+            metrics["eval_loss"] = after["eval_loss"]
+            metrics["eval_ppl"] = math.exp(after["eval_loss"])
+        log.info("SFT: eval loss %s -> %s", metrics.get("eval_loss_before"), metrics.get("eval_loss"))
+        _ = n_tokens
+        return common.finish(ctx, kind="policy", model=trainer.model, tokenizer=tokenizer, metrics=metrics)
