@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,7 +33,6 @@ class StageContext:
             data_seed=int(self.cfg.seed),
             report_to=self.report_to,
             run_name=self.run_name,
-            logging_dir=str(self.run_dir / "tb"),
         )
         fixed.update(extra)
         return build_trainer_config(config_cls, self.cfg.trainer, **fixed)
@@ -92,6 +92,8 @@ def finish(ctx: StageContext, *, kind: str, model, tokenizer, metrics: dict[str,
     )
     write_artifact(ctx.run_dir, art)
     art.run_dir = str(ctx.run_dir)
+    # Checkpoints exist to resume an interrupted run; the finished model is in model/.
+    shutil.rmtree(ctx.run_dir / "checkpoints", ignore_errors=True)
     finish_run(metrics)
     log.info("artifact: %s", ctx.run_dir)
     return art

@@ -20,7 +20,13 @@ log = logging.getLogger(__name__)
 def run(cfg: DictConfig, run_dir: Path):
     from trl import RewardConfig, RewardTrainer
 
-    from rlhf.reward import KWiseRewardTrainer, evaluate_pairs, evaluate_ranked, tokenize_pairs, tokenize_ranked
+    from rlhf.reward import (
+        KWiseRewardTrainer,
+        evaluate_pairs,
+        evaluate_ranked,
+        tokenize_pairs,
+        tokenize_ranked,
+    )
 
     from ..errors import UserError
     from ..models import build_reward_model, count_parameters, load_tokenizer, resolve_source

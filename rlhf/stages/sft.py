@@ -69,13 +69,12 @@ def run(cfg: DictConfig, run_dir: Path):
         out = trainer.train(resume_from_checkpoint=resume)
         metrics["train_loss"] = out.training_loss
         metrics["train_runtime_s"] = out.metrics.get("train_runtime")
-        n_tokens = trainer._metrics["train"].get("num_tokens") if hasattr(trainer, "_metrics") else None
-        if trainer.state.num_input_tokens_seen:
-            n_tokens = trainer.state.num_input_tokens_seen
+        n_tokens = [h["num_tokens"] for h in trainer.state.log_history if "num_tokens" in h]
+        if n_tokens and out.metrics.get("train_runtime"):
+            metrics["train_tokens_per_s"] = n_tokens[-1] / out.metrics["train_runtime"]
         if splits.eval:
             after = trainer.evaluate()
             metrics["eval_loss"] = after["eval_loss"]
             metrics["eval_ppl"] = math.exp(after["eval_loss"])
         log.info("SFT: eval loss %s -> %s", metrics.get("eval_loss_before"), metrics.get("eval_loss"))
-        _ = n_tokens
         return common.finish(ctx, kind="policy", model=trainer.model, tokenizer=tokenizer, metrics=metrics)

@@ -1,0 +1,118 @@
+"""Converters from the raw records of known datasets to canonical rows, one small function each.
+
+A converter takes one raw record and returns the canonical rows it yields (a tree yields many).
+It raises `RowError` only when the record cannot be converted at all; rows it can build but that
+are unusable (an empty completion, an empty response) are left for validation, which names them.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable
+from typing import Any
+
+from .rows import RowError
+
+Row = dict[str, Any]
+Converter = Callable[[Row], list[Row]]
+
+# HH-RLHF and OpenAssistant dialogues are rendered in the same Anthropic-style transcript, so one
+# reward model can be trained on both: prompts end with ASSISTANT, responses start with a space.
+HUMAN = "\n\nHuman:"
+ASSISTANT = "\n\nAssistant:"
+
+_SENTENCE_END = re.compile(r"[.!?](?=\s)")
+
+
+def _text_field(raw: Row, name: str) -> str:
+    if name not in raw:
+        raise RowError("missing_field", name, "missing (expected a string)")
+    value = raw[name]
+    if not isinstance(value, str):
+        raise RowError("wrong_type", name, f"expected a string, got {type(value).__name__}")
+    return value
+
+
+def canonical(raw: Row) -> list[Row]:
+    """Rows already in our schema: validation alone decides whether they are usable."""
+    return [raw]
+
+
+def tinystories(raw: Row) -> list[Row]:
+    """`{"text": story}` -> prompt = the first sentence, completion = the rest (starting with its space).
+
+    A sentence ends at . ! or ? followed by whitespace; prompt + completion == story exactly. A
+    one-sentence story gets an empty completion, which validation reports as `empty_text`.
+    """
+    story = _text_field(raw, "text")
+    end = _SENTENCE_END.search(story)
+    cut = end.end() if end else len(story)
+    return [{"prompt": story[:cut], "completion": story[cut:]}]
+
+
+def hh_rlhf(raw: Row) -> list[Row]:
+    """`{"chosen": dialogue, "rejected": dialogue}` -> prompt up to the last shared "\\n\\nAssistant:".
+
+    Both dialogues normally share everything before their last assistant turn; when they do not
+    (5 of the 2,000 harmless-base pairs), the prompt is the longest common prefix ending in
+    "\\n\\nAssistant:", so prompt + chosen and prompt + rejected are always the original dialogues.
+    """
+    chosen, rejected = _text_field(raw, "chosen"), _text_field(raw, "rejected")
+    c, r = chosen.rfind(ASSISTANT), rejected.rfind(ASSISTANT)
+    if c >= 0 and c == r and chosen[:c] == rejected[:r]:
+        cut = c + len(ASSISTANT)
+    else:
+        cut = os.path.commonprefix([chosen, rejected]).rfind(ASSISTANT)
+        if cut < 0:
+            raise RowError(
+                "bad_value",
+                "chosen",
+                f"expected a dialogue sharing a prefix ending in {ASSISTANT!r} with rejected",
+            )
+        cut += len(ASSISTANT)
+    return [{"prompt": chosen[:cut], "chosen": chosen[cut:], "rejected": rejected[cut:]}]
+
+
+def oasst_trees(raw: Row) -> list[Row]:
+    """An oasst1 message tree -> one ranked row per message with >= 2 ranked assistant replies.
+
+    prompt = the conversation down to that message as "\\n\\nHuman: ...\\n\\nAssistant: ..." ending in
+    "\\n\\nAssistant:"; responses = " " + each ranked reply's text (the space as in HH-RLHF);
+    ranks = the raters' ranks (0 = best). Deleted messages and their subtrees are skipped, and so
+    are rankings of prompter replies: we rank assistant responses only.
+    """
+    if not isinstance(raw.get("prompt"), dict):
+        raise RowError("missing_field", "prompt", "expected the tree's root message (an object)")
+    rows: list[Row] = []
+    stack: list[tuple[Row, str]] = [(raw["prompt"], "")]
+    while stack:
+        message, history = stack.pop()
+        history += _turn(message)
+        replies = [r for r in message.get("replies") or [] if isinstance(r, dict) and not r.get("deleted")]
+        ranked = [r for r in replies if r.get("rank") is not None]
+        if len(ranked) >= 2 and all(r.get("role") == "assistant" for r in ranked):
+            rows.append(
+                {
+                    "prompt": history + ASSISTANT,
+                    "responses": [" " + _text_field(r, "text") for r in ranked],
+                    "ranks": [r["rank"] for r in ranked],
+                }
+            )
+        stack.extend((r, history) for r in reversed(replies))  # reversed: rows come out in tree order
+    return rows
+
+
+def _turn(message: Row) -> str:
+    role = message.get("role")
+    if role not in ("prompter", "assistant"):
+        raise RowError("bad_value", "role", f"expected 'prompter' or 'assistant', got {role!r}")
+    return (HUMAN if role == "prompter" else ASSISTANT) + " " + _text_field(message, "text")
+
+
+PRESETS: dict[str, Converter] = {
+    "canonical": canonical,
+    "tinystories": tinystories,
+    "hh_rlhf": hh_rlhf,
+    "oasst_trees": oasst_trees,
+}

@@ -1,0 +1,175 @@
+"""Schema checks of canonical rows, duplicate detection, and the one error that lists them all.
+
+Every row is checked before any model is loaded, so a bad row costs a second, not a failed run.
+A row's problems carry a reason code (see `rows.REASONS`) and a message `file:line: field: what
+was expected`. A row is counted once, under its first problem, in `dropped` counts.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any
+
+from rlhf.errors import UserError
+
+from .rows import PAIR_KEYS, RANKED_KEYS, SFT_SHAPES, Item, Problem
+
+ROLES = ("system", "user", "assistant", "tool")
+MAX_LISTED = 20  # problems spelled out in one error; the rest are counted
+
+
+def normalize(row: dict[str, Any], kind: str) -> tuple[dict[str, Any], list[Problem]]:
+    """The row reduced to its canonical keys, and every schema problem it has."""
+    if kind == "sft":
+        shape = next((s for s in SFT_SHAPES if any(k in row for k in s)), None)
+        if shape is None:
+            have = ", ".join(map(str, row)) or "none"
+            return {}, [
+                Problem(
+                    "missing_field", "row", f"expected prompt+completion, messages or text; has keys: {have}"
+                )
+            ]
+        keys: Sequence[str] = shape
+    else:
+        keys = PAIR_KEYS if kind == "pair" else RANKED_KEYS
+    clean = {k: row[k] for k in keys if k in row}
+    problems: list[Problem] = []
+    required = [k for k in keys if k != "margin"]
+    for k in required:
+        if k not in row:
+            problems.append(Problem("missing_field", k, f"missing{_typo_hint(k, row, keys)}"))
+    if kind == "sft" and "messages" in clean:
+        problems += _check_messages(clean["messages"])
+    for k in ("prompt", "completion", "text", "chosen", "rejected"):
+        if k in clean:
+            problems += _check_text(k, clean[k])
+    if "margin" in clean and (
+        isinstance(clean["margin"], bool) or not isinstance(clean["margin"], (int, float))
+    ):
+        problems.append(Problem("wrong_type", "margin", f"expected a number, got {_type(clean['margin'])}"))
+    if kind == "pair" and not problems and clean["chosen"] == clean["rejected"]:
+        problems.append(Problem("chosen_equals_rejected", "rejected", "identical to chosen"))
+    if kind == "ranked" and "responses" in clean and "ranks" in clean:
+        problems += _check_ranked(clean["responses"], clean["ranks"])
+    return clean, problems
+
+
+def _typo_hint(key: str, row: dict[str, Any], keys: Sequence[str]) -> str:
+    close = difflib.get_close_matches(key, [str(k) for k in row if k not in keys], n=1, cutoff=0.6)
+    if close:
+        return f" (the row has `{close[0]}`: misspelled?)"
+    return f" (the row has keys: {', '.join(map(str, row)) or 'none'})"
+
+
+def _type(x: Any) -> str:
+    return "null" if x is None else type(x).__name__
+
+
+def _check_text(field: str, value: Any) -> list[Problem]:
+    if not isinstance(value, str):
+        return [Problem("wrong_type", field, f"expected a string, got {_type(value)}")]
+    if not value.strip():
+        return [Problem("empty_text", field, "empty (expected non-blank text)")]
+    return []
+
+
+def _check_messages(messages: Any) -> list[Problem]:
+    if not isinstance(messages, list) or not messages:
+        return [
+            Problem(
+                "wrong_type",
+                "messages",
+                f"expected a non-empty list of {{role, content}}, got {_type(messages)}",
+            )
+        ]
+    out: list[Problem] = []
+    for i, m in enumerate(messages):
+        where = f"messages[{i}]"
+        if not isinstance(m, dict):
+            out.append(
+                Problem("wrong_type", where, f"expected an object with role and content, got {_type(m)}")
+            )
+            continue
+        for k in ("role", "content"):
+            if k not in m:
+                out.append(Problem("missing_field", f"{where}.{k}", "missing"))
+        if "role" in m and m["role"] not in ROLES:
+            out.append(
+                Problem(
+                    "bad_value", f"{where}.role", f"expected one of {', '.join(ROLES)}, got {m['role']!r}"
+                )
+            )
+        if "content" in m:
+            out += _check_text(f"{where}.content", m["content"])
+    if not out and not any(m["role"] == "assistant" for m in messages):
+        out.append(Problem("bad_value", "messages", "no assistant message (nothing to train on)"))
+    return out
+
+
+def _check_ranked(responses: Any, ranks: Any) -> list[Problem]:
+    out: list[Problem] = []
+    if not isinstance(responses, list):
+        return [Problem("wrong_type", "responses", f"expected a list of strings, got {_type(responses)}")]
+    if not isinstance(ranks, list):
+        return [Problem("wrong_type", "ranks", f"expected a list of integers, got {_type(ranks)}")]
+    for i, r in enumerate(responses):
+        out += _check_text(f"responses[{i}]", r)
+    for i, r in enumerate(ranks):
+        if isinstance(r, bool) or not isinstance(r, int):
+            out.append(
+                Problem("wrong_type", f"ranks[{i}]", f"expected an integer (0 = best), got {_type(r)}")
+            )
+        elif r < 0:
+            out.append(Problem("bad_value", f"ranks[{i}]", f"expected a rank >= 0 (0 = best), got {r}"))
+    if out:
+        return out
+    if len(ranks) != len(responses):
+        return [Problem("ranks_mismatch", "ranks", f"{len(ranks)} ranks for {len(responses)} responses")]
+    if len(responses) < 2 or len(set(ranks)) < 2:
+        what = f"{len(responses)} response(s)" if len(responses) < 2 else f"all {len(ranks)} ranks equal"
+        return [
+            Problem("too_few_ranks", "ranks", f"expected >= 2 responses with >= 2 distinct ranks, got {what}")
+        ]
+    return out
+
+
+def row_key(row: dict[str, Any]) -> str:
+    """A canonical text of the row: equal keys mean exact duplicates (also the split's hash input)."""
+    return json.dumps(row, sort_keys=True, ensure_ascii=False)
+
+
+def mark_duplicates(items: list[Item]) -> None:
+    """Flag every valid row that repeats an earlier valid row exactly."""
+    first: dict[str, Item] = {}
+    for item in items:
+        if item.row is None or item.problems:
+            continue
+        key = row_key(item.row)
+        if key in first:
+            item.problems.append(Problem("duplicate", "row", f"exact duplicate of {first[key].origin}"))
+        else:
+            first[key] = item
+
+
+def reason_counts(items: list[Item]) -> dict[str, int]:
+    """Invalid rows per reason, each row counted once under its first problem."""
+    return dict(Counter(item.problems[0].reason for item in items if item.problems))
+
+
+def invalid_error(items: list[Item], source: str) -> UserError:
+    """One error listing the first MAX_LISTED problems, how many more there are, and a count per reason."""
+    messages = [p.message(item.origin) for item in items for p in item.problems]
+    bad_rows = sum(1 for item in items if item.problems)
+    listed = messages[:MAX_LISTED]
+    if len(messages) > MAX_LISTED:
+        listed.append(f"... and {len(messages) - MAX_LISTED} more")
+    per_reason = Counter(p.reason for item in items for p in item.problems)
+    listed.append("problems by reason: " + ", ".join(f"{r} {n}" for r, n in per_reason.most_common()))
+    title = (
+        f"{bad_rows} of {len(items)} rows from {source} are invalid "
+        "(fix them, or set data.on_invalid=drop to drop them)"
+    )
+    return UserError(listed, title=title)

@@ -1,0 +1,62 @@
+"""Preflight on the real HH pairs: counts, token quantiles, and a readable report."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from rlhf.data import DataConfig, format_preflight, preflight
+from rlhf.errors import UserError
+
+
+@pytest.fixture(scope="module")
+def hh_report(assets_dir, tokenizer):
+    cfg = DataConfig(
+        kind="pair",
+        source=str(assets_dir / "data/hh-rlhf/harmless-base.jsonl"),
+        format="hh_rlhf",
+        eval_fraction=0.1,
+    )
+    return preflight(cfg, tokenizer, max_length=256)
+
+
+def test_hh_counts(hh_report):
+    r = hh_report
+    assert (r["rows_read"], r["rows"], r["valid"]) == (2000, 2000, 1996)
+    assert r["split"] == {"train": 1796, "eval": 200}
+    assert r["invalid"]["by_reason"] == {"empty_text": 4}
+    assert (
+        r["invalid"]["examples"]["empty_text"][0]
+        == "harmless-base.jsonl:76: chosen: empty (expected non-blank text)"
+    )
+    assert r["duplicates"] == 0
+    assert 0 <= r["pairs"]["near_identical_share"] < 0.05
+    json.dumps(r)
+
+
+def test_hh_token_quantiles(hh_report):
+    t = hh_report["tokens"]
+    q = t["full_text"]
+    assert 50 < q["p50"] <= q["p90"] <= q["p99"] <= q["max"]
+    assert t["truncation_side"] == "left" and 0.3 < t["truncated_share"] < 1
+
+
+def test_format_preflight_is_readable(hh_report):
+    text = format_preflight(hh_report)
+    assert "1996 valid (train 1796, eval 200), 4 invalid" in text
+    assert "harmless-base.jsonl:76: chosen: empty" in text
+    assert "rows longer than max_length 256" in text and "p50" in text
+
+
+def test_preflight_reports_bad_rows_but_raises_for_a_missing_file(write_jsonl, tmp_path):
+    rows = [
+        {"prompt": "Q", "chosen": " a", "rejected": " a"},
+        {"prompt": "Q", "chosen": " a", "rejected": " b"},
+    ]
+    report = preflight(DataConfig(kind="pair", source=str(write_jsonl(rows)), format="canonical"))
+    assert report["invalid"]["by_reason"] == {"chosen_equals_rejected": 1} and report["tokens"] is None
+    assert report["split"] == {"train": 1, "eval": 0}
+    assert "chosen_equals_rejected: 1 rows" in format_preflight(report)
+    with pytest.raises(UserError, match="does not exist"):
+        preflight(DataConfig(kind="pair", source=str(tmp_path / "missing.jsonl"), format="canonical"))
