@@ -13,7 +13,7 @@ import torch
 from datasets import Dataset
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from .losses import kwise_loss
+from .losses import kwise_loss, pairwise_loss
 from .tokenize import tokenize_texts
 
 
@@ -93,6 +93,7 @@ def evaluate_pairs(
     r_c, r_r = rewards[: len(chosen)], rewards[len(chosen) :]
     return {
         "accuracy": (r_c > r_r).float().mean().item(),
+        "loss": pairwise_loss(r_c, r_r).item(),
         **_summary(rewards),
         "margin_mean": (r_c - r_r).mean().item(),
         "n": len(chosen),
@@ -111,7 +112,7 @@ def evaluate_ranked(
     pad_id = pad_token_id if pad_token_id is not None else _pad_id(model, None)
     rewards = score_ids(model, [ids for row in response_ids for ids in row], pad_id, batch_size)
     flat_ranks = torch.tensor([r for row in ranks for r in row])
-    _, stats = kwise_loss(rewards, sizes, flat_ranks)
+    loss, stats = kwise_loss(rewards, sizes, flat_ranks)
 
     by_k = defaultdict(list)  # K -> indices of its responses in the flat vector
     start = 0
@@ -125,6 +126,7 @@ def evaluate_ranked(
             accuracy_by_k[k] = s["accuracy"].item()
     return {
         "accuracy": stats["accuracy"].item(),
+        "loss": loss.item(),
         "accuracy_by_k": accuracy_by_k,
         **_summary(rewards),
         "n_prompts": len(sizes),

@@ -44,10 +44,12 @@ def run(cfg: DictConfig, run_dir: Path):
 
         max_length = int(cfg.model.max_length)
         tokenize = tokenize_pairs if loss == "pairwise" else tokenize_ranked
-        train, n_trunc_train = tokenize(splits.train, tokenizer, max_length)
-        evalset, n_trunc_eval = tokenize(splits.eval, tokenizer, max_length) if splits.eval else (None, 0)
-        log.info("tokenised: %d/%d train and %d/%d eval rows truncated from the left, none dropped",
-                 n_trunc_train, len(splits.train), n_trunc_eval, len(splits.eval))
+        train, rep_train = tokenize(splits.train, tokenizer, max_length)
+        evalset, rep_eval = tokenize(splits.eval, tokenizer, max_length) if splits.eval else (None, None)
+        n_trunc = rep_train.n_truncated + (rep_eval.n_truncated if rep_eval else 0)
+        log.info("tokenised at max_length=%d: %d/%d train and %d/%d eval rows truncated (prompt cut from the "
+                 "left first), none dropped", max_length, rep_train.n_truncated, len(splits.train),
+                 rep_eval.n_truncated if rep_eval else 0, len(splits.eval))
 
         args = ctx.trainer_config(RewardConfig, **({} if evalset is not None else {"eval_strategy": "no"}))
         model = build_reward_model(cfg.model, cfg.peft, tokenizer)
@@ -57,19 +59,28 @@ def run(cfg: DictConfig, run_dir: Path):
                               train_dataset=train, eval_dataset=evalset)
 
         metrics: dict = {"loss": loss, "train_rows": len(splits.train), "eval_rows": len(splits.eval),
-                         "truncated_rows": n_trunc_train + n_trunc_eval, "dropped_rows": dict(splits.dropped),
+                         "truncated_rows": n_trunc, "dropped_rows": dict(splits.dropped),
                          **count_parameters(model)}
-        evaluate = evaluate_pairs if loss == "pairwise" else evaluate_ranked
+        def evaluate(m):
+            if loss == "pairwise":
+                return evaluate_pairs(m, tokenizer, evalset)
+            return evaluate_ranked(m, evalset, pad_token_id=tokenizer.pad_token_id)
+
         if evalset is not None:
-            metrics["eval_before"] = evaluate(trainer.model, tokenizer, evalset)
+            metrics["eval_before"] = evaluate(trainer.model)
         out = trainer.train(resume_from_checkpoint=ctx.last_checkpoint())
         metrics["train_loss"] = out.training_loss
         metrics["train_runtime_s"] = out.metrics.get("train_runtime")
         if evalset is not None:
-            ev = evaluate(trainer.model, tokenizer, evalset)
+            ev = evaluate(trainer.model)
             metrics["eval"] = ev
             metrics["eval_accuracy"] = ev["accuracy"]
-            log.info("reward model held-out accuracy: %.3f (before training %.3f)",
-                     ev["accuracy"], metrics["eval_before"]["accuracy"])
+            metrics["eval_loss_before"] = metrics["eval_before"]["loss"]
+            metrics["eval_loss_after"] = ev["loss"]
+            log.info("reward model held-out accuracy: %.3f (before training %.3f), loss %.4f -> %.4f",
+                     ev["accuracy"], metrics["eval_before"]["accuracy"], metrics["eval_loss_before"], ev["loss"])
+            if ev.get("accuracy_by_k"):
+                log.info("held-out accuracy by K: %s",
+                         ", ".join(f"K={k}: {a:.3f}" for k, a in ev["accuracy_by_k"].items()))
             trainer.log({f"final/{k}": v for k, v in ev.items() if isinstance(v, int | float)})
         return common.finish(ctx, kind="reward", model=trainer.model, tokenizer=tokenizer, metrics=metrics)
