@@ -79,10 +79,15 @@ def format_summary(results: dict) -> str:
         took = "skipped (already done)" if m.get("skipped") else f"{_f(m.get('wall_s'), '{:.0f}')} s"
         lines.append(f"[{name}] {took}")
         if "eval_loss_before" in m:
-            lines.append(f"  eval loss     {_f(m['eval_loss_before'])} -> {_f(m.get('eval_loss'))}   "
-                         f"(perplexity {_f(m.get('eval_ppl_before'), '{:.2f}')} -> {_f(m.get('eval_ppl'), '{:.2f}')})")
+            after = m.get("eval_loss", m.get("eval_loss_after"))
+            ppl = (f"   (perplexity {_f(m.get('eval_ppl_before'), '{:.2f}')} -> {_f(m.get('eval_ppl'), '{:.2f}')})"
+                   if "eval_ppl" in m else "")
+            lines.append(f"  held-out loss {_f(m['eval_loss_before'], '{:.4f}')} -> {_f(after, '{:.4f}')}{ppl}")
         if "eval_accuracy" in m:
             before = (m.get("eval_before") or {}).get("accuracy")
             lines.append(f"  held-out pairwise accuracy {_f(before)} -> {_f(m['eval_accuracy'])} "
                          f"on {m.get('eval_rows')} rows ({m.get('truncated_rows', 0)} truncated, none dropped)")
+            by_k = (m.get("eval") or {}).get("accuracy_by_k")
+            if by_k:
+                lines.append("  accuracy by K: " + ", ".join(f"K={k} {_f(a)}" for k, a in by_k.items()))
     return "\n".join(lines)

@@ -36,10 +36,11 @@ def test_evaluate_pairs_and_ranked_fields(stories_reward_model, llama_tokenizer)
     rows = [{"prompt": "Once", "chosen": f" upon {i}", "rejected": " x"} for i in range(5)]
     ds, _ = tokenize_pairs(rows, llama_tokenizer, 32)
     result = evaluate_pairs(stories_reward_model, llama_tokenizer, ds, batch_size=4)
-    assert set(result) == {"accuracy", "reward_mean", "reward_std", "margin_mean", "n"} and result["n"] == 5
+    assert set(result) == {"accuracy", "loss", "reward_mean", "reward_std", "margin_mean", "n"} and result["n"] == 5
     chosen = score_texts(stories_reward_model, llama_tokenizer, ds["chosen_ids"])
     rejected = score_texts(stories_reward_model, llama_tokenizer, ds["rejected_ids"])
     assert result["accuracy"] == pytest.approx((chosen > rejected).float().mean().item())
+    assert result["loss"] == pytest.approx(torch.nn.functional.softplus(rejected - chosen).mean().item(), rel=1e-5)
 
     ranked = [
         {"prompt": "Once", "responses": [" a", " b", " c"], "ranks": [0, 1, 1]},  # 2 pairs, one tie
