@@ -132,3 +132,19 @@ def evaluate_ranked(
         "n_prompts": len(sizes),
         "n_pairs": int(stats["num_pairs"]),
     }
+
+
+def score_responses(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: Sequence[str],
+    responses: Sequence[str],
+    max_length: int,
+    batch_size: int = 32,
+) -> torch.Tensor:
+    """Rewards [n] of (prompt, response) pairs, tokenised exactly as the reward stage trained on them
+    (prompt and response encoded apart, the prompt cut from the left to fit ``max_length``)."""
+    from .tokenize import _encode
+
+    ids, _ = _encode(tokenizer, list(prompts), [[r] for r in responses], max_length, add_bos=True, add_eos=True)
+    return score_ids(model, [row[0] for row in ids], _pad_id(model, tokenizer), batch_size)

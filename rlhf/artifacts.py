@@ -28,20 +28,22 @@ from .errors import UserError
 
 MANIFEST = "artifact.json"
 FORMAT_VERSION = 1
-KINDS = ("policy", "reward")
+KINDS = ("policy", "reward", "data", "eval")
 
 
 @dataclass
 class Artifact:
     stage: str
-    kind: str  # policy | reward
-    model_dir: str  # relative to the run dir
+    kind: str  # policy | reward | data (generated preference data) | eval (an evaluation only)
+    model_dir: str | None  # relative to the run dir; None for data/eval artifacts
     base_model: str
-    tokenizer_dir: str
+    tokenizer_dir: str | None
     adapter_dir: str | None = None
     config_hash: str = ""
     code_version: str = ""
     metrics: dict[str, Any] = field(default_factory=dict)
+    # stage-specific hand-offs: reference_dir (policy trained against a reference), data_file (data)
+    extra: dict[str, Any] = field(default_factory=dict)
     created: str = ""
     format_version: int = FORMAT_VERSION
     run_dir: str = ""  # filled in when read; not stored
@@ -88,8 +90,8 @@ def read_artifact(run_dir: str | Path, expect_kinds: tuple[str, ...] | None = No
     art.run_dir = str(run_dir)
     if expect_kinds is not None and art.kind not in expect_kinds:
         raise UserError(
-            f"{what}: {run_dir} holds a {art.kind} model (stage {art.stage}); this stage needs a "
-            f"{' or '.join(expect_kinds)} artifact"
+            f"{what}: {run_dir} holds a {art.kind} {'model' if art.kind in ('policy', 'reward') else 'artifact'} "
+            f"(stage {art.stage}); this stage needs a {' or '.join(expect_kinds)} artifact"
         )
     return art
 

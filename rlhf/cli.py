@@ -25,6 +25,9 @@ log = logging.getLogger("rlhf")
 STAGES = {
     "sft": "rlhf.stages.sft",
     "reward": "rlhf.stages.reward",
+    "dpo": "rlhf.stages.dpo",
+    "generate": "rlhf.stages.generate",
+    "eval": "rlhf.stages.eval",
 }
 SUBCOMMANDS = {"check": "mode=check"}
 

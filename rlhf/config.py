@@ -12,8 +12,12 @@ from omegaconf import DictConfig, OmegaConf
 
 from .errors import UserError, did_you_mean
 
-STAGE_DATA_KINDS = {"sft": ("sft",), "reward": ("pair", "ranked")}
+STAGE_DATA_KINDS = {"sft": ("sft",), "reward": ("pair", "ranked"), "dpo": ("pair",),
+                    "generate": ("sft", "pair", "ranked"), "eval": ("sft", "pair", "ranked")}
 PEFT_METHODS = ("none", "lora", "qlora")
+# TRL 1.16 DPOConfig.loss_type values (checked before any model loads).
+DPO_LOSS_TYPES = ("sigmoid", "hinge", "ipo", "exo_pair", "nca_pair", "robust", "bco_pair", "sppo_hard", "aot",
+                  "aot_unpaired", "apo_zero", "apo_down", "discopop", "sft", "sigmoid_norm")
 REPORTERS = ("none", "wandb", "tensorboard")
 
 
@@ -46,8 +50,34 @@ def validate(cfg: DictConfig) -> None:
                 problems.append("peft=qlora: bitsandbytes is not installed (pip install bitsandbytes)")
     if cfg.model.freeze_layers and int(cfg.model.freeze_layers) < 0:
         problems.append(f"model.freeze_layers: must be >= 0, got {cfg.model.freeze_layers}")
+    if stage == "dpo":
+        problems += _dpo_problems(cfg.trainer)
     if problems:
         raise UserError(problems, title="invalid config")
+
+
+def _dpo_problems(t) -> list[str]:
+    """What TRL's DPOTrainer would only refuse after loading the models (or silently accept)."""
+    out = []
+    losses = t.get("loss_type", ["sigmoid"])
+    losses = [losses] if isinstance(losses, str) else list(losses)
+    for lt in losses:
+        if lt not in DPO_LOSS_TYPES:
+            out.append(f"trainer.loss_type: {lt!r} is not a TRL DPO loss{did_you_mean(lt, DPO_LOSS_TYPES)} "
+                       f"(one of {', '.join(DPO_LOSS_TYPES)})")
+    weights = t.get("loss_weights")
+    if weights is not None and len(weights) != len(losses):
+        out.append(f"trainer.loss_weights: {len(weights)} weights for {len(losses)} loss types {losses}")
+    ls = float(t.get("label_smoothing", 0.0) or 0.0)
+    if "exo_pair" in losses and ls <= 0:
+        out.append("trainer.label_smoothing: loss_type exo_pair needs label_smoothing > 0 (the EXO paper uses 1e-3)")
+    if "robust" in losses and not 0 <= ls < 0.5:
+        out.append(f"trainer.label_smoothing: robust DPO needs 0 <= label_smoothing < 0.5, got {ls}")
+    if not 0 <= ls < 0.5:
+        out.append(f"trainer.label_smoothing: must lie in [0, 0.5), got {ls}")
+    if float(t.get("beta", 0.1)) <= 0:
+        out.append(f"trainer.beta: must be > 0, got {t.get('beta')}")
+    return out
 
 
 def trainer_kwargs(config_cls: type, trainer_cfg: DictConfig | dict, **fixed: Any) -> dict[str, Any]:

@@ -1,7 +1,8 @@
 """`rlhf pipeline=<name>`: run a declared sequence of stages, each in its own run directory.
 
-A step is a list of config overrides; `init_from: <step>` hands the earlier step's artifact to
-`model.init_from`. A step whose directory already holds an artifact with the same config hash is
+A step is a list of config overrides (`{pipeline_dir}` is replaced by the pipeline's directory);
+`init_from: <step>` hands an earlier step's artifact to `model.init_from`, `data_from: <step>` its
+generated data to `data.source`, `reward_from: <step>` its reward model to the evaluation. A step whose directory already holds an artifact with the same config hash is
 skipped, so re-running a pipeline only does what is missing.
 """
 
@@ -29,12 +30,14 @@ def step_configs(cfg: DictConfig, base_overrides: list[str]) -> list[tuple[str, 
     base = [o for o in base_overrides if not o.split("=")[0].lstrip("+~").startswith(("pipeline", "hydra"))]
     out, names = [], set()
     for step in cfg.pipeline.steps:
-        overrides = [*base, *step.overrides, f"run_dir={pdir / step.name}",
-                     f"experiment_name={cfg.experiment_name}"]
-        if step.get("init_from"):
-            if step.init_from not in names:
-                raise UserError(f"pipeline.steps.{step.name}.init_from: {step.init_from!r} is not an earlier step")
-            overrides.append(f"model.init_from={pdir / step.init_from}")
+        overrides = [*base, *(o.replace("{pipeline_dir}", str(pdir)) for o in step.overrides),
+                     f"run_dir={pdir / step.name}", f"experiment_name={cfg.experiment_name}"]
+        for key, target in (("init_from", "model.init_from={}"), ("data_from", "data.source={}/data.jsonl"),
+                            ("reward_from", "evaluation.reward_model={}")):
+            if step.get(key):
+                if step[key] not in names:
+                    raise UserError(f"pipeline.steps.{step.name}.{key}: {step[key]!r} is not an earlier step")
+                overrides.append(target.format(pdir / step[key]))
         try:
             out.append((step.name, compose(config_name="config", overrides=overrides)))
         except Exception as e:  # hydra's composition errors: a user mistake in the step

@@ -73,11 +73,12 @@ def load_data(cfg: DictConfig, tokenizer, truncation_side: str):
     return splits
 
 
-def finish(ctx: StageContext, *, kind: str, model, tokenizer, metrics: dict[str, Any]) -> Artifact:
-    """Save the model, then the manifest (last, atomically), then close the W&B run."""
+def finish(ctx: StageContext, *, kind: str, model, tokenizer, metrics: dict[str, Any],
+           extra: dict[str, Any] | None = None) -> Artifact:
+    """Save the model (if any), then the manifest (last, atomically), then close the W&B run."""
     from ..models import save_model
 
-    model_dir, adapter_dir = save_model(model, tokenizer, ctx.run_dir)
+    model_dir, adapter_dir = save_model(model, tokenizer, ctx.run_dir) if model is not None else (None, None)
     cfg = ctx.cfg
     base = cfg.model.name_or_path
     if cfg.model.init_from:
@@ -89,6 +90,7 @@ def finish(ctx: StageContext, *, kind: str, model, tokenizer, metrics: dict[str,
         base_model=str(base), tokenizer_dir=model_dir,
         config_hash=config_hash(OmegaConf.to_container(cfg, resolve=True)),
         metrics={k: v for k, v in metrics.items() if isinstance(v, int | float | str | bool | dict | list | None)},
+        extra=dict(extra or {}),
     )
     write_artifact(ctx.run_dir, art)
     art.run_dir = str(ctx.run_dir)
@@ -97,3 +99,67 @@ def finish(ctx: StageContext, *, kind: str, model, tokenizer, metrics: dict[str,
     finish_run(metrics)
     log.info("artifact: %s", ctx.run_dir)
     return art
+
+
+@dataclass
+class PolicyEvaluator:
+    """The `evaluation:` node made ready: held-out prompts, judge, reward model, sampling settings."""
+
+    tokenizer: Any
+    prompts: list[str]
+    judge: Any
+    reward: Any
+    gen: Any
+    n_show: int
+
+    @classmethod
+    def from_config(cls, cfg: DictConfig, tokenizer, splits=None) -> PolicyEvaluator | None:
+        """None when `evaluation.enabled` is false. Loads prompts, judge and RM before any training, so
+        a typo there fails in seconds, not after the stage has trained."""
+        ev = cfg.evaluation
+        if not ev.enabled:
+            return None
+        from ..generation import GenerationConfig, RewardScorer
+        from ..judges import load_judge
+
+        if ev.data is not None:
+            from rlhf.data import DataConfig, load_splits
+
+            data_cfg = DataConfig.from_mapping(OmegaConf.to_container(ev.data, resolve=True))
+            rows = load_splits(data_cfg, tokenizer=tokenizer, max_length=int(cfg.model.max_length),
+                               truncation_side="left").eval
+            where = f"evaluation.data ({data_cfg.source})"
+        else:
+            if splits is None:
+                splits = load_data(cfg, tokenizer, truncation_side="left")
+            rows, where = splits.eval, f"the held-out split of data ({cfg.data.source})"
+        prompts = list(dict.fromkeys(r["prompt"] for r in rows if r.get("prompt")))[: int(ev.max_prompts)]
+        if not prompts:
+            raise UserError(f"evaluation: no held-out prompts in {where}; set evaluation.data or evaluation.enabled=false")
+        reward = RewardScorer.from_artifact(ev.reward_model, what="evaluation.reward_model") if ev.reward_model else None
+        gen = GenerationConfig.from_mapping(OmegaConf.to_container(ev.generation, resolve=True))
+        return cls(tokenizer, prompts, load_judge(ev.judge, "evaluation.judge"), reward, gen, int(ev.n_show))
+
+    def run(self, ctx: StageContext, policy, reference) -> dict:
+        """Evaluate, write eval.json into the run dir, log to W&B, print the table."""
+        from ..artifacts import write_json_atomic
+        from ..evaluation import evaluate_policy, format_eval, log_eval_to_wandb
+
+        result = evaluate_policy(policy, self.tokenizer, self.prompts, self.gen, reference=reference,
+                                 judge=self.judge, reward=self.reward, n_show=self.n_show)
+        write_json_atomic(ctx.run_dir / "eval.json", result)
+        log_eval_to_wandb(result)
+        print(format_eval(result), flush=True)
+        return {k: v for k, v in result.items() if k not in ("samples", "generation")}
+
+
+def load_reference(cfg: DictConfig, source: str, tokenizer):
+    """The frozen reference for evaluation: the policy's starting weights, loaded again."""
+    from transformers import AutoModelForCausalLM
+
+    from ..models import _finish, _from_pretrained
+
+    model = _from_pretrained(AutoModelForCausalLM, source, cfg.model, cfg.peft)
+    none_peft = OmegaConf.create({"method": "none"})
+    model = _finish(model, cfg.model, none_peft, tokenizer, task_type="CAUSAL_LM")
+    return model.eval()

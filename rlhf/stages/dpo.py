@@ -1,0 +1,74 @@
+"""DPO stage: TRL's DPOTrainer (every loss_type it offers, combined with loss_weights), the policy
+initialised from an SFT artifact, the reference = that same SFT model (reloaded by TRL from the
+policy's source) or, under LoRA, the policy with its adapter disabled (no second model in memory).
+Ends with the policy-vs-reference evaluation on held-out prompts (rlhf.evaluation).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+from . import common
+
+log = logging.getLogger(__name__)
+
+
+
+def run(cfg: DictConfig, run_dir: Path):
+    from datasets import Dataset
+    from trl import DPOConfig, DPOTrainer
+
+    from ..models import build_policy, count_parameters, load_tokenizer, resolve_source
+
+    rd, ctx = common.start(cfg, run_dir)
+    with rd:
+        source, init_art = resolve_source(cfg.model, ("policy",))
+        tokenizer = load_tokenizer(cfg.model, source)
+        splits = common.load_data(cfg, tokenizer, truncation_side="left")
+        evaluator = common.PolicyEvaluator.from_config(cfg, tokenizer, splits)  # fails early on a bad judge / RM
+        common.begin(ctx)
+
+        args = ctx.trainer_config(DPOConfig, **({} if splits.eval else {"eval_strategy": "no"}))
+        model = build_policy(cfg.model, cfg.peft, tokenizer)
+        log.info("policy %s: %s; reference: %s", source, count_parameters(model),
+                 "the policy with its LoRA adapter disabled" if cfg.peft.method != "none" else source)
+
+        def to_ds(rows):
+            return Dataset.from_list([{k: r[k] for k in ("prompt", "chosen", "rejected")} for r in rows])
+
+        trainer = DPOTrainer(
+            model=model, ref_model=None, args=args, processing_class=tokenizer,
+            train_dataset=to_ds(splits.train), eval_dataset=to_ds(splits.eval) if splits.eval else None,
+        )
+        metrics: dict = {"train_rows": len(splits.train), "eval_rows": len(splits.eval),
+                         "dropped_rows": dict(splits.dropped), "loss_type": list(args.loss_type),
+                         "beta": args.beta, **count_parameters(model),
+                         "reference_in_memory": trainer.ref_model is not None}
+        if splits.eval:
+            before = trainer.evaluate(metric_key_prefix="eval_before")
+            metrics.update(_dpo_eval(before, "eval_before"))
+        out = trainer.train(resume_from_checkpoint=ctx.last_checkpoint())
+        metrics["train_loss"] = out.training_loss
+        metrics["train_runtime_s"] = out.metrics.get("train_runtime")
+        if splits.eval:
+            metrics.update(_dpo_eval(trainer.evaluate(), "eval"))
+            log.info("DPO held-out margin %.3f -> %.3f, accuracy %.3f -> %.3f",
+                     metrics.get("eval_before_margin", float("nan")), metrics.get("eval_margin", float("nan")),
+                     metrics.get("eval_before_accuracy", float("nan")), metrics.get("eval_accuracy", float("nan")))
+
+        reference = trainer.ref_model  # None under LoRA / precomputed log-probs
+        if reference is None and cfg.peft.method == "none":
+            reference = common.load_reference(cfg, source, tokenizer)
+        if evaluator is not None:
+            metrics["policy_eval"] = evaluator.run(ctx, trainer.model, reference)
+        return common.finish(ctx, kind="policy", model=trainer.model, tokenizer=tokenizer, metrics=metrics,
+                             extra={"reference_dir": init_art.run_dir if init_art else source})
+
+
+def _dpo_eval(m: dict, prefix: str) -> dict:
+    keys = {"loss": "loss", "rewards/margins": "margin", "rewards/accuracies": "accuracy",
+            "rewards/chosen": "reward_chosen", "rewards/rejected": "reward_rejected"}
+    return {f"{prefix}_{short}": m[f"{prefix}_{k}"] for k, short in keys.items() if f"{prefix}_{k}" in m}

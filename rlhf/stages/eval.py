@@ -1,0 +1,50 @@
+"""Eval stage: a policy artifact against its reference on held-out prompts (see rlhf.evaluation).
+
+    rlhf stage=eval model.init_from=<policy run dir> [stage.reference=<run dir or model path>]
+        evaluation.judge=rlhf.judges.vader evaluation.reward_model=<reward run dir>
+
+The reference defaults to the one the policy was trained against (its artifact's reference_dir).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from . import common
+
+log = logging.getLogger(__name__)
+
+
+def run(cfg: DictConfig, run_dir: Path):
+    from ..artifacts import read_artifact
+    from ..errors import UserError
+    from ..models import build_policy, load_tokenizer, resolve_source
+
+    if not cfg.model.init_from:
+        raise UserError("stage=eval: set model.init_from to the run dir of the policy to evaluate")
+    rd, ctx = common.start(cfg, run_dir)
+    with rd:
+        source, art = resolve_source(cfg.model, ("policy",))
+        ref = cfg.stage.reference or art.extra.get("reference_dir")
+        if not ref:
+            raise UserError(f"stage.reference: {art.run_dir} records no reference; name one (a run dir or model path)")
+        if Path(ref).is_dir() and (Path(ref) / "artifact.json").is_file():
+            ref_art = read_artifact(ref, expect_kinds=("policy",), what="stage.reference")
+            ref_source = str(ref_art.path(ref_art.model_dir))
+        else:
+            ref_source = str(ref)
+        tokenizer = load_tokenizer(cfg.model, source)
+        cfg_eval = cfg.copy()
+        OmegaConf.update(cfg_eval, "evaluation.enabled", True)
+        evaluator = common.PolicyEvaluator.from_config(cfg_eval, tokenizer)
+        common.begin(ctx)
+        none = OmegaConf.create({"method": "none"})
+        policy = build_policy(cfg.model, none, tokenizer)
+        reference = common.load_reference(cfg, ref_source, tokenizer)
+        log.info("policy %s vs reference %s on %d prompts", source, ref_source, len(evaluator.prompts))
+        metrics = evaluator.run(ctx, policy, reference)
+        return common.finish(ctx, kind="eval", model=None, tokenizer=None, metrics=metrics,
+                             extra={"policy_dir": art.run_dir, "reference_dir": str(ref)})

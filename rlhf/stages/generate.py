@@ -1,0 +1,137 @@
+"""Generate stage: sample k completions per prompt from a policy, score them with a judge or a
+reward-model artifact, and write preference data the reward and DPO stages read like any other.
+
+Outputs (`stage.output`):
+  best_worst  one pair per prompt: highest- vs lowest-scored sample (the DPO paper's protocol)
+  all_pairs   every pair of samples whose scores differ by more than `stage.min_gap`
+  ranked      one ranked list per prompt (rank 0 = best, equal scores tie): the K-wise reward loss
+  best_of_n   no training data: the best-of-n baseline on held-out prompts (score of the best of n
+              samples chosen by the scorer vs a single sample), with its analytic KL bound
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from pathlib import Path
+from statistics import mean
+
+from omegaconf import DictConfig, OmegaConf
+
+from . import common
+
+log = logging.getLogger(__name__)
+OUTPUTS = ("best_worst", "all_pairs", "ranked", "best_of_n")
+
+
+def run(cfg: DictConfig, run_dir: Path):
+    import torch
+
+    from ..artifacts import write_json_atomic
+    from ..errors import UserError, did_you_mean
+    from ..generation import GenerationConfig, RewardScorer, sample
+    from ..judges import load_judge
+    from ..models import build_policy, load_tokenizer, resolve_source
+
+    st = cfg.stage
+    if st.output not in OUTPUTS:
+        raise UserError(f"stage.output: {st.output!r} is not one of {', '.join(OUTPUTS)}{did_you_mean(st.output, OUTPUTS)}")
+    rd, ctx = common.start(cfg, run_dir)
+    with rd:
+        source, _ = resolve_source(cfg.model, ("policy",))
+        tokenizer = load_tokenizer(cfg.model, source)
+        splits = common.load_data(cfg, tokenizer, truncation_side="left")
+        rows = splits.eval if (st.split == "eval" or st.output == "best_of_n") else splits.train
+        prompts = list(dict.fromkeys(r["prompt"] for r in rows if r.get("prompt")))
+        if st.num_prompts:
+            prompts = prompts[: int(st.num_prompts)]
+        if not prompts:
+            raise UserError(f"stage=generate: no prompts in the {st.split} split of {splits.source}")
+        judge = load_judge(st.judge, "stage.judge")
+        reward = RewardScorer.from_artifact(st.reward_model, what="stage.reward_model") if st.reward_model else None
+        scorer = reward or judge
+        if scorer is None:
+            raise UserError("stage=generate: set stage.judge (module.attr) or stage.reward_model (a reward run dir)")
+        common.begin(ctx)
+
+        gen = GenerationConfig.from_mapping(OmegaConf.to_container(st.generation, resolve=True))
+        if gen.num_samples < 2:
+            raise UserError(f"stage.generation.num_samples: need at least 2 samples per prompt, got {gen.num_samples}")
+        model = build_policy(cfg.model, OmegaConf.create({"method": "none"}), tokenizer)
+        torch.manual_seed(int(cfg.seed))
+        s = sample(model, tokenizer, prompts, gen, desc=f"sampling {gen.num_samples} x {len(prompts)}")
+        scores = [float(x) for x in scorer(s.prompts, s.completions)]
+        gold = [float(x) for x in judge(s.prompts, s.completions)] if (judge and reward) else None
+
+        k = gen.num_samples
+        groups = [list(range(i * k, (i + 1) * k)) for i in range(len(prompts))]
+        with open(ctx.run_dir / "samples.jsonl", "w") as f:
+            for i, prompt in enumerate(prompts):
+                rec = {"prompt": prompt, "completions": [s.completions[j] for j in groups[i]],
+                       "scores": [scores[j] for j in groups[i]]}
+                if gold:
+                    rec["gold"] = [gold[j] for j in groups[i]]
+                f.write(json.dumps(rec) + "\n")
+
+        metrics: dict = {"prompts": len(prompts), "samples": len(s.completions), "output": st.output,
+                         "scorer": "reward_model" if reward else str(st.judge),
+                         "score_mean": mean(scores), "mean_len": mean(len(c) for c in s.completion_ids)}
+        extra: dict = {}
+        if st.output == "best_of_n":
+            best = [max(g, key=lambda j: scores[j]) for g in groups]
+            metrics.update(best_of_n=k, best_of_n_score=mean(scores[j] for j in best),
+                           single_sample_score=mean(scores),
+                           kl_bound=math.log(k) - (k - 1) / k)  # KL(best-of-n || base), Stiennon et al. 2020
+            if gold:
+                metrics.update(best_of_n_gold=mean(gold[j] for j in best), single_sample_gold=mean(gold))
+            log.info("best-of-%d: score %.3f vs %.3f for one sample (KL <= %.2f nats)", k,
+                     metrics["best_of_n_score"], metrics["single_sample_score"], metrics["kl_bound"])
+        else:
+            data, gaps, n_ties = _preference_rows(prompts, groups, s.completions, scores, st.output, float(st.min_gap))
+            if not data:
+                raise UserError(f"stage=generate: every prompt's samples scored within min_gap={st.min_gap}; "
+                                "no preference data to write (more samples, or a lower min_gap)")
+            tmp = ctx.run_dir / ".data.jsonl.tmp"
+            with open(tmp, "w") as f:
+                for row in data:
+                    f.write(json.dumps(row) + "\n")
+            tmp.replace(ctx.run_dir / "data.jsonl")
+            kind = "ranked" if st.output == "ranked" else "pair"
+            metrics.update(rows_written=len(data), prompts_without_preference=n_ties, data_kind=kind)
+            if kind == "pair":
+                metrics["score_gap_mean"] = mean(gaps)
+            extra = {"data_file": "data.jsonl", "data_kind": kind}
+            log.info("wrote %d %s rows to %s (%d prompts had no score gap)", len(data), kind,
+                     ctx.run_dir / "data.jsonl", n_ties)
+        write_json_atomic(ctx.run_dir / "generate.json", metrics)
+        return common.finish(ctx, kind="data", model=None, tokenizer=None, metrics=metrics, extra=extra)
+
+
+def _preference_rows(prompts, groups, completions, scores, output: str, min_gap: float):
+    """(rows, score gaps of the pairs, prompts with no usable preference). No `margin` column: the
+    reward stage would read it as a required reward margin, and the judge's scale is not the RM's."""
+    rows, gaps, n_ties = [], [], 0
+    for prompt, g in zip(prompts, groups, strict=True):
+        # identical texts carry no preference: keep one of each
+        uniq = list({completions[j]: j for j in g}.values())
+        ordered = sorted(uniq, key=lambda j: -scores[j])
+        if len(ordered) < 2 or scores[ordered[0]] - scores[ordered[-1]] <= min_gap:
+            n_ties += 1
+            continue
+        if output == "best_worst":
+            b, w = ordered[0], ordered[-1]
+            rows.append({"prompt": prompt, "chosen": completions[b], "rejected": completions[w]})
+            gaps.append(scores[b] - scores[w])
+        elif output == "all_pairs":
+            for a in range(len(ordered)):
+                for c in range(a + 1, len(ordered)):
+                    i, j = ordered[a], ordered[c]
+                    if scores[i] - scores[j] > min_gap:
+                        rows.append({"prompt": prompt, "chosen": completions[i], "rejected": completions[j]})
+                        gaps.append(scores[i] - scores[j])
+        else:  # ranked: equal scores share a rank
+            distinct = sorted({scores[j] for j in ordered}, reverse=True)
+            rows.append({"prompt": prompt, "responses": [completions[j] for j in ordered],
+                         "ranks": [distinct.index(scores[j]) for j in ordered]})
+    return rows, gaps, n_ties
