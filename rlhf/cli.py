@@ -110,6 +110,10 @@ def _remove_if_empty(run_dir: Path) -> None:
 
 
 def main() -> None:
+    if sys.argv[1:2] == ["report"]:  # not a Hydra app: reads a finished sweep directory
+        from .report import main as report_main
+
+        sys.exit(report_main(sys.argv[2:]))
     register_resolvers()
     sys.argv = [sys.argv[0], *_rewrite_argv(sys.argv[1:])]
     try:

@@ -52,8 +52,23 @@ def validate(cfg: DictConfig) -> None:
         problems.append(f"model.freeze_layers: must be >= 0, got {cfg.model.freeze_layers}")
     if stage == "dpo":
         problems += _dpo_problems(cfg.trainer)
+    if cfg.mode == "train" and stage in TRAINER_CONFIG:
+        problems += _unknown_trainer_keys(stage, cfg.trainer)
     if problems:
         raise UserError(problems, title="invalid config")
+
+
+# The TRL config class each training stage builds from its `trainer:` node.
+TRAINER_CONFIG = {"sft": "SFTConfig", "reward": "RewardConfig", "dpo": "DPOConfig"}
+
+
+def _unknown_trainer_keys(stage: str, trainer_cfg) -> list[str]:
+    import trl
+
+    cls = getattr(trl, TRAINER_CONFIG[stage])
+    known = {f.name for f in dataclasses.fields(cls) if f.init}
+    return [f"trainer.{k}: not an option of {cls.__name__}{did_you_mean(k, known)}" for k in trainer_cfg
+            if k not in known]
 
 
 def _dpo_problems(t) -> list[str]:

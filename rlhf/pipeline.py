@@ -48,8 +48,17 @@ def step_configs(cfg: DictConfig, base_overrides: list[str]) -> list[tuple[str, 
 
 def run_pipeline(cfg: DictConfig, base_overrides: list[str]) -> dict:
     from .cli import run as run_stage
+    from .config import validate
 
     steps = step_configs(cfg, base_overrides)
+    problems = []
+    for name, step_cfg in steps:  # every step's mistakes before the first step trains
+        try:
+            validate(step_cfg)
+        except UserError as e:
+            problems.append(f"step {name}: {e.message}")
+    if problems:
+        raise UserError(problems, title="pipeline config")
     results: dict = {}
     for name, step_cfg in steps:
         run_dir = Path(step_cfg.run_dir)
@@ -81,16 +90,31 @@ def format_summary(results: dict) -> str:
     for name, m in results.items():
         took = "skipped (already done)" if m.get("skipped") else f"{_f(m.get('wall_s'), '{:.0f}')} s"
         lines.append(f"[{name}] {took}")
-        if "eval_loss_before" in m:
+        if "eval_margin" in m:  # DPO
+            lines.append(f"  held-out DPO margin {_f(m.get('eval_before_margin'))} -> {_f(m['eval_margin'])}, "
+                         f"preference accuracy {_f(m.get('eval_accuracy'))} on {m.get('eval_rows')} pairs")
+        elif "eval_loss_before" in m:
             after = m.get("eval_loss", m.get("eval_loss_after"))
             ppl = (f"   (perplexity {_f(m.get('eval_ppl_before'), '{:.2f}')} -> {_f(m.get('eval_ppl'), '{:.2f}')})"
                    if "eval_ppl" in m else "")
             lines.append(f"  held-out loss {_f(m['eval_loss_before'], '{:.4f}')} -> {_f(after, '{:.4f}')}{ppl}")
-        if "eval_accuracy" in m:
+        if "eval_accuracy" in m and "eval_margin" not in m:
             before = (m.get("eval_before") or {}).get("accuracy")
             lines.append(f"  held-out pairwise accuracy {_f(before)} -> {_f(m['eval_accuracy'])} "
                          f"on {m.get('eval_rows')} rows ({m.get('truncated_rows', 0)} truncated, none dropped)")
             by_k = (m.get("eval") or {}).get("accuracy_by_k")
             if by_k:
                 lines.append("  accuracy by K: " + ", ".join(f"K={k} {_f(a)}" for k, a in by_k.items()))
+        if "rows_written" in m:
+            lines.append(f"  {m['samples']} samples of {m['prompts']} prompts scored by {m['scorer']} "
+                         f"(mean {_f(m['score_mean'])}) -> {m['rows_written']} {m['data_kind']} rows")
+        ev = m.get("policy_eval") or (m if "kl" in m and "n_prompts" in m else None)
+        if ev:
+            lines.append(f"  on {ev['n_prompts']} held-out prompts, {'reference':>9} {'policy':>8} {'win rate':>9}")
+            for key, label in (("gold", "gold (judge)"), ("rm", "reward model")):
+                if f"{key}_policy" in ev:
+                    lines.append(f"    {label:<14}{ev[key + '_reference']:>12.3f} {ev[key + '_policy']:>8.3f} "
+                                 f"{ev[key + '_win_rate']:>9.3f}")
+            lines.append(f"    {'length':<14}{ev['reference_len']:>12.1f} {ev['policy_len']:>8.1f}")
+            lines.append(f"    KL(policy || reference) = {ev['kl']:.2f} nats per sequence")
     return "\n".join(lines)

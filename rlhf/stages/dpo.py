@@ -48,13 +48,12 @@ def run(cfg: DictConfig, run_dir: Path):
                          "beta": args.beta, **count_parameters(model),
                          "reference_in_memory": trainer.ref_model is not None}
         if splits.eval:
-            before = trainer.evaluate(metric_key_prefix="eval_before")
-            metrics.update(_dpo_eval(before, "eval_before"))
+            metrics.update(_dpo_eval(trainer, "eval_before"))
         out = trainer.train(resume_from_checkpoint=ctx.last_checkpoint())
         metrics["train_loss"] = out.training_loss
         metrics["train_runtime_s"] = out.metrics.get("train_runtime")
         if splits.eval:
-            metrics.update(_dpo_eval(trainer.evaluate(), "eval"))
+            metrics.update(_dpo_eval(trainer, "eval"))
             log.info("DPO held-out margin %.3f -> %.3f, accuracy %.3f -> %.3f",
                      metrics.get("eval_before_margin", float("nan")), metrics.get("eval_margin", float("nan")),
                      metrics.get("eval_before_accuracy", float("nan")), metrics.get("eval_accuracy", float("nan")))
@@ -68,7 +67,11 @@ def run(cfg: DictConfig, run_dir: Path):
                              extra={"reference_dir": init_art.run_dir if init_art else source})
 
 
-def _dpo_eval(m: dict, prefix: str) -> dict:
+def _dpo_eval(trainer, prefix: str) -> dict:
+    """Held-out DPO loss, implicit-reward margin and accuracy. TRL adds its DPO metrics in `log()`,
+    not to what `evaluate()` returns, so they are read back from the log history."""
+    trainer.evaluate()
+    logged = trainer.state.log_history[-1]
     keys = {"loss": "loss", "rewards/margins": "margin", "rewards/accuracies": "accuracy",
             "rewards/chosen": "reward_chosen", "rewards/rejected": "reward_rejected"}
-    return {f"{prefix}_{short}": m[f"{prefix}_{k}"] for k, short in keys.items() if f"{prefix}_{k}" in m}
+    return {f"{prefix}_{short}": logged[f"eval_{k}"] for k, short in keys.items() if f"eval_{k}" in logged}

@@ -1,0 +1,72 @@
+"""The one-command pipeline (real `rlhf` processes): every step runs, a re-run skips finished steps,
+and an interrupted stage resumes from its last checkpoint."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+SMOKE = ["debug=smoke", "logger=none", "evaluation.max_prompts=8", "evaluation.generation.max_new_tokens=16"]
+
+
+@pytest.mark.slow
+def test_demo_pipeline_runs_every_step_then_skips_them_on_rerun(cli, tmp_path):
+    first = cli("pipeline=demo", *SMOKE)
+    assert first.returncode == 0, first.stderr[-3000:]
+    pdir = tmp_path / "runs" / "demo" / "pipeline"
+    for step in ("sft", "generate", "reward", "dpo"):
+        assert (pdir / step / "artifact.json").is_file(), step
+    assert (pdir / "dpo" / "eval.json").is_file()
+    summary = json.loads((pdir / "summary.json").read_text())
+    assert "kl" in summary["dpo"]["policy_eval"] and "gold_policy" in summary["dpo"]["policy_eval"]
+    assert "KL(policy || reference)" in first.stdout
+
+    mtime = (pdir / "dpo" / "artifact.json").stat().st_mtime
+    second = cli("pipeline=demo", *SMOKE)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert second.stdout.count("skipped (already done)") == 4
+    assert (pdir / "dpo" / "artifact.json").stat().st_mtime == mtime
+
+    # a changed step config is refused, not silently overwritten
+    third = cli("pipeline=demo", *SMOKE, "seed=7")
+    assert third.returncode == 2 and "different config" in third.stderr and "Traceback" not in third.stderr
+
+
+def test_pipeline_with_a_typo_in_a_later_step_fails_before_training(cli, tmp_path):
+    res = cli("pipeline=demo", *SMOKE, "pipeline.steps.3.overrides=['stage=dpo','data=generated','trainer.bta=1']")
+    assert res.returncode == 2, res.stderr[-2000:]
+    assert "bta" in res.stderr and "Traceback" not in res.stderr
+    assert not (tmp_path / "runs" / "demo" / "pipeline" / "sft" / "artifact.json").exists()
+
+
+@pytest.mark.slow
+def test_interrupted_stage_resumes_from_its_last_checkpoint(tmp_path):
+    run_dir = tmp_path / "sft"
+    args = [str(Path(sys.executable).parent / "rlhf"), "logger=none", f"run_dir={run_dir}", "trainer.max_steps=12",
+            "trainer.save_steps=3", "trainer.eval_strategy=no", "trainer.per_device_train_batch_size=64",
+            "trainer.logging_steps=1", "stage.eval_before=false"]
+    env = {**os.environ, "RLHF_RUNS_DIR": str(tmp_path / "runs")}
+    proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    ckpt = run_dir / "checkpoints" / "checkpoint-3" / "trainer_state.json"
+    deadline = time.time() + 300
+    while not ckpt.is_file() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.2)
+    time.sleep(0.5)  # let the checkpoint finish writing
+    os.killpg(proc.pid, signal.SIGKILL)  # a crash: no clean-up code runs
+    proc.wait()
+    assert ckpt.is_file(), "no checkpoint written before the kill"
+    assert not (run_dir / "artifact.json").exists()  # a killed run never looks finished
+
+    res = subprocess.run(args, env=env, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "resuming from" in res.stdout + res.stderr
+    assert (run_dir / "artifact.json").is_file()
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["train_runtime_s"] is not None
