@@ -12,7 +12,7 @@ export HF_DATASETS_OFFLINE ?= 1
 export TRANSFORMERS_NO_ADVISORY_WARNINGS ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: install demo test lint bench clean
+.PHONY: install demo test lint bench frontier clean
 
 install: $(STAMP)
 
@@ -34,6 +34,14 @@ lint: install
 
 bench: install
 	$(PY) bench/sft_batching.py
+
+# Reward-KL frontier of DPO on the demo's artifacts: a Hydra sweep over beta for two losses, then the report.
+BETAS ?= 0.05,0.1,0.25,0.5,1.0,2.0
+frontier: demo
+	d=runs/demo_dpo/frontier-$$(date +%Y%m%d-%H%M%S) && \
+	$(VENV)/bin/rlhf -m experiment=demo_dpo "trainer.beta=$(BETAS)" "trainer.loss_type=[sigmoid],[ipo]" \
+	    hydra.sweep.dir=$$d $(ARGS) && \
+	$(VENV)/bin/rlhf report $$d
 
 clean:
 	rm -rf runs outputs multirun .pytest_cache

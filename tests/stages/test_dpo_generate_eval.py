@@ -128,3 +128,15 @@ def test_dpo_refuses_a_reward_artifact_and_bad_loss_options(compose, sft_dir, tm
     with pytest.raises(UserError, match="2 weights for 1 loss types"):
         validate(compose("stage=dpo", "trainer.loss_weights=[0.5,0.5]"))
     validate(compose("stage=dpo", "trainer.loss_type=[sigmoid,bco_pair,sft]", "trainer.loss_weights=[0.8,0.2,1.0]"))
+
+
+def test_eval_table_lands_in_the_offline_wandb_run(cli, sft_dir, tmp_path, compose):
+    _generate(compose, sft_dir, tmp_path / "gen")
+    res = cli("stage=dpo", "logger=wandb", "debug=smoke", "data=generated", f"data.source={tmp_path / 'gen/data.jsonl'}",
+              f"model.init_from={sft_dir}", "model.max_length=64", "evaluation.judge=rlhf.judges.vader",
+              "evaluation.max_prompts=4", "evaluation.generation.max_new_tokens=8", f"run_dir={tmp_path / 'dpo'}",
+              env={"WANDB_MODE": ""})
+    assert res.returncode == 0, res.stderr[-3000:]
+    tables = list((tmp_path / "dpo" / "wandb").rglob("*samples*.table.json"))
+    assert tables, "no samples table in the offline W&B run"
+    assert "policy" in tables[0].read_text()
