@@ -26,6 +26,7 @@ STAGES = {
     "sft": "rlhf.stages.sft",
     "reward": "rlhf.stages.reward",
     "dpo": "rlhf.stages.dpo",
+    "ppo": "rlhf.stages.ppo",
     "generate": "rlhf.stages.generate",
     "eval": "rlhf.stages.eval",
 }

@@ -13,6 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 from .errors import UserError, did_you_mean
 
 STAGE_DATA_KINDS = {"sft": ("sft",), "reward": ("pair", "ranked"), "dpo": ("pair",),
+                    "ppo": ("sft", "pair", "ranked"), "grpo": ("sft", "pair", "ranked"), "rloo": ("sft", "pair", "ranked"),
                     "generate": ("sft", "pair", "ranked"), "eval": ("sft", "pair", "ranked")}
 PEFT_METHODS = ("none", "lora", "qlora")
 # TRL 1.16 DPOConfig.loss_type values (checked before any model loads).
@@ -59,13 +60,15 @@ def validate(cfg: DictConfig) -> None:
 
 
 # The TRL config class each training stage builds from its `trainer:` node.
-TRAINER_CONFIG = {"sft": "SFTConfig", "reward": "RewardConfig", "dpo": "DPOConfig"}
+TRAINER_CONFIG = {"sft": "trl.SFTConfig", "reward": "trl.RewardConfig", "dpo": "trl.DPOConfig",
+                  "ppo": "rlhf.ppo.PPOConfig", "grpo": "trl.GRPOConfig", "rloo": "trl.RLOOConfig"}
 
 
 def _unknown_trainer_keys(stage: str, trainer_cfg) -> list[str]:
-    import trl
+    import importlib
 
-    cls = getattr(trl, TRAINER_CONFIG[stage])
+    mod, _, name = TRAINER_CONFIG[stage].rpartition(".")
+    cls = getattr(importlib.import_module(mod), name)
     known = {f.name for f in dataclasses.fields(cls) if f.init}
     return [f"trainer.{k}: not an option of {cls.__name__}{did_you_mean(k, known)}" for k in trainer_cfg
             if k not in known]
