@@ -27,6 +27,8 @@ STAGES = {
     "reward": "rlhf.stages.reward",
     "dpo": "rlhf.stages.dpo",
     "ppo": "rlhf.stages.ppo",
+    "grpo": "rlhf.stages.critic_free",
+    "rloo": "rlhf.stages.critic_free",
     "generate": "rlhf.stages.generate",
     "eval": "rlhf.stages.eval",
 }

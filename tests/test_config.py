@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -9,6 +10,7 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
+from rlhf.cli import STAGES
 from rlhf.errors import UserError
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
@@ -36,7 +38,7 @@ def test_every_yaml_is_covered():
 def test_option_composes_and_resolves(compose, option):
     cfg = compose(option)
     container = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)
-    assert container["stage"]["name"] in ("sft", "reward")
+    assert container["stage"]["name"] in STAGES
     assert Path(container["assets_dir"]).is_dir()
 
 
@@ -118,8 +120,13 @@ def test_cli_qlora_on_cpu_exits_2_and_leaves_no_run_dir(cli, tmp_path):
     assert not runs.exists() or not any(p.is_file() for p in runs.rglob("*"))
 
 
-def test_deepspeed_local_rank_argument_is_accepted():
+def test_deepspeed_local_rank_argument_is_accepted(monkeypatch):
     from rlhf.cli import _rewrite_argv
 
+    # _rewrite_argv exports LOCAL_RANK as the launcher meant; monkeypatch restores the
+    # environment so later tests' subprocesses do not believe they are rank 1 of a job.
+    monkeypatch.setenv("LOCAL_RANK", "")  # recorded, so undo removes it (delenv of an absent name records nothing)
+    monkeypatch.delenv("LOCAL_RANK")
     assert _rewrite_argv(["--local_rank=1", "stage=sft"]) == ["stage=sft"]
+    assert os.environ["LOCAL_RANK"] == "1"
     assert _rewrite_argv(["check", "data=oasst"]) == ["mode=check", "data=oasst"]

@@ -53,12 +53,13 @@ def test_interrupted_stage_resumes_from_its_last_checkpoint(tmp_path):
             "trainer.save_steps=3", "trainer.eval_strategy=no", "trainer.per_device_train_batch_size=64",
             "trainer.logging_steps=1", "stage.eval_before=false"]
     env = {**os.environ, "RLHF_RUNS_DIR": str(tmp_path / "runs")}
-    proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=(tmp_path / "stderr.log").open("w"), start_new_session=True)
     ckpt = run_dir / "checkpoints" / "checkpoint-3" / "trainer_state.json"
     deadline = time.time() + 300
     while not ckpt.is_file() and proc.poll() is None and time.time() < deadline:
         time.sleep(0.2)
     time.sleep(0.5)  # let the checkpoint finish writing
+    assert proc.poll() is None, f"the run ended before it could be killed: {(tmp_path / 'stderr.log').read_text()[-2000:]}"
     os.killpg(proc.pid, signal.SIGKILL)  # a crash: no clean-up code runs
     proc.wait()
     assert ckpt.is_file(), "no checkpoint written before the kill"

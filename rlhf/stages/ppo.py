@@ -23,7 +23,7 @@ def run(cfg: DictConfig, run_dir: Path):
 
     from ..errors import UserError
     from ..generation import RewardScorer
-    from ..judges import load_judge
+    from ..reward.functions import resolve
     from ..models import build_policy, count_parameters, load_tokenizer, resolve_source
     from ..ppo import PPOConfig, PPOTrainer, ValueModel, kl_trace_summary, last_checkpoint
 
@@ -41,7 +41,7 @@ def run(cfg: DictConfig, run_dir: Path):
         if st.reward_model:
             scorer = RewardScorer.from_artifact(st.reward_model, what="stage.reward_model")
         elif st.judge:
-            scorer = load_judge(st.judge, "stage.judge")
+            scorer = resolve(str(st.judge), "stage.judge")
         else:
             raise UserError("stage=ppo: set stage.reward_model (a reward run dir) or stage.judge (module.attr)")
         value_from = st.value_from

@@ -1,0 +1,86 @@
+"""GRPO and RLOO stages: TRL's GRPOTrainer / RLOOTrainer (critic-free: the baseline is the other
+samples of the same prompt), the policy from an SFT artifact, rewards from a reward-model artifact
+and/or named reward functions (`reward/functions.py`). Ends with the same policy-vs-reference
+evaluation as DPO and PPO, so the frontier report can put them side by side.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+from . import common
+
+log = logging.getLogger(__name__)
+
+
+def reward_functions(st) -> tuple[list, list[str]]:
+    """stage.reward_model (a reward run dir) and stage.reward_funcs (names or module.attr) -> TRL
+    reward callables and their names. Raises UserError when neither is given."""
+    from ..errors import UserError
+    from ..generation import RewardScorer
+    from ..reward.functions import as_trl_reward_func, resolve
+
+    funcs, names = [], []
+    if st.get("reward_model"):
+        funcs.append(as_trl_reward_func(RewardScorer.from_artifact(st.reward_model), "reward_model"))
+        names.append(f"reward_model ({st.reward_model})")
+    for spec in st.get("reward_funcs") or []:
+        funcs.append(as_trl_reward_func(resolve(str(spec)), str(spec).rpartition(".")[2]))
+        names.append(str(spec))
+    if not funcs:
+        raise UserError(f"stage={st.name}: set stage.reward_model (a reward run dir) and/or stage.reward_funcs "
+                        "(e.g. [vader], or module.attr)")
+    return funcs, names
+
+
+def run(cfg: DictConfig, run_dir: Path):
+    import trl
+    from datasets import Dataset
+
+    from ..models import build_policy, count_parameters, load_tokenizer, resolve_source
+
+    name = cfg.stage.name
+    config_cls, trainer_cls = {"grpo": (trl.GRPOConfig, trl.GRPOTrainer),
+                               "rloo": (trl.RLOOConfig, trl.RLOOTrainer)}[name]
+    rd, ctx = common.start(cfg, run_dir)
+    with rd:
+        source, init_art = resolve_source(cfg.model, ("policy",))
+        tokenizer = load_tokenizer(cfg.model, source)
+        splits = common.load_data(cfg, tokenizer, truncation_side="left")
+        prompts = list(dict.fromkeys(r["prompt"] for r in splits.train if r.get("prompt")))
+        funcs, reward_names = reward_functions(cfg.stage)
+        evaluator = common.PolicyEvaluator.from_config(cfg, tokenizer, splits)
+        common.begin(ctx)
+
+        # Held-out evaluation is ours (rlhf.evaluation), so TRL's generation-heavy eval loop stays off.
+        args = ctx.trainer_config(config_cls, eval_strategy="no")
+        tokenizer.padding_side = "left"  # generation batches are left-padded
+        policy = build_policy(cfg.model, cfg.peft, tokenizer)
+        log.info("%s policy %s: %s; rewards: %s; KL beta %s (reference: %s)", name.upper(), source,
+                 count_parameters(policy), ", ".join(reward_names), args.beta,
+                 "none" if args.beta == 0 else
+                 "the policy with its adapter disabled" if cfg.peft.method != "none" else source)
+        trainer = trainer_cls(model=policy, reward_funcs=funcs, args=args, processing_class=tokenizer,
+                              train_dataset=Dataset.from_dict({"prompt": prompts}))
+        out = trainer.train(resume_from_checkpoint=ctx.last_checkpoint())
+        logged = [h for h in trainer.state.log_history if "reward" in h]
+        metrics: dict = {
+            "prompts": len(prompts), "rewards": reward_names, "beta": args.beta,
+            "num_generations": args.num_generations, **count_parameters(policy),
+            "train_loss": out.training_loss, "train_runtime_s": out.metrics.get("train_runtime"),
+            "reward_first": logged[0]["reward"] if logged else None,
+            "reward_last": logged[-1]["reward"] if logged else None,
+            "kl_last": logged[-1].get("kl") if logged else None,
+        }
+        if logged:
+            log.info("%s: mean reward %.3f -> %.3f over %d logged steps", name.upper(), metrics["reward_first"],
+                     metrics["reward_last"], len(logged))
+        model = trainer.model
+        if evaluator is not None:
+            reference = None if cfg.peft.method != "none" else common.load_reference(cfg, source, tokenizer)
+            metrics["policy_eval"] = evaluator.run(ctx, model, reference)
+        return common.finish(ctx, kind="policy", model=model, tokenizer=tokenizer, metrics=metrics,
+                             extra={"reference_dir": init_art.run_dir if init_art else source})
