@@ -45,6 +45,9 @@ def _pkg_dir(package: str, *parts: str) -> str:
 def register_resolvers() -> None:
     OmegaConf.register_new_resolver("rlhf_root", lambda: str(PROJECT_ROOT), replace=True)
     OmegaConf.register_new_resolver("pkg_dir", _pkg_dir, replace=True)
+    # Arithmetic for presets that derive one knob from another (e.g. the demo's `leash`).
+    OmegaConf.register_new_resolver("mul", lambda a, b: float(a) * float(b), replace=True)
+    OmegaConf.register_new_resolver("div", lambda a, b: float(a) / float(b), replace=True)
 
 
 def _rewrite_argv(argv: list[str]) -> list[str]:

@@ -2,8 +2,10 @@
 
 A step is a list of config overrides (`{pipeline_dir}` is replaced by the pipeline's directory);
 `init_from: <step>` hands an earlier step's artifact to `model.init_from`, `data_from: <step>` its
-generated data to `data.source`, `reward_from: <step>` its reward model to the evaluation. A step whose directory already holds an artifact with the same config hash is
-skipped, so re-running a pipeline only does what is missing.
+generated data to `data.source`, `reward_from: <step>` its reward model to the evaluation (and, for
+the online RL stages ppo/grpo/rloo, to `stage.reward_model`, the reward they are trained on). A step
+whose directory already holds an artifact with the same config hash is skipped, so re-running a
+pipeline only does what is missing.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from .errors import UserError
 
 log = logging.getLogger(__name__)
 SKIP = ("pipeline", "hydra")
+ONLINE_RL_STAGES = ("ppo", "grpo", "rloo")
 
 
 def step_configs(cfg: DictConfig, base_overrides: list[str]) -> list[tuple[str, DictConfig]]:
@@ -39,9 +42,13 @@ def step_configs(cfg: DictConfig, base_overrides: list[str]) -> list[tuple[str, 
                     raise UserError(f"pipeline.steps.{step.name}.{key}: {step[key]!r} is not an earlier step")
                 overrides.append(target.format(pdir / step[key]))
         try:
-            out.append((step.name, compose(config_name="config", overrides=overrides)))
+            step_cfg = compose(config_name="config", overrides=overrides)
+            if step.get("reward_from") and step_cfg.stage.name in ONLINE_RL_STAGES:
+                overrides.append(f"stage.reward_model={pdir / step.reward_from}")
+                step_cfg = compose(config_name="config", overrides=overrides)
         except Exception as e:  # hydra's composition errors: a user mistake in the step
             raise UserError(f"pipeline step {step.name}: {e}") from None
+        out.append((step.name, step_cfg))
         names.add(step.name)
     return out
 
@@ -105,6 +112,15 @@ def format_summary(results: dict) -> str:
             by_k = (m.get("eval") or {}).get("accuracy_by_k")
             if by_k:
                 lines.append("  accuracy by K: " + ", ".join(f"K={k} {_f(a)}" for k, a in by_k.items()))
+        if "kl_coef_last" in m:  # PPO
+            within = m.get("kl_last_half_within_30pct")
+            lines.append(f"  PPO {m['iterations']} iterations: RM score {_f(m['score_first'])} -> "
+                         f"{_f(m['score_last'])}, KL {_f(m['kl_last'], '{:.2f}')} nats, beta {_f(m['kl_coef_last'], '{:.4f}')}"
+                         + (f"; last half within ±30% of the {m['kl_target']:g}-nat target {within:.0%} of iterations"
+                            if within is not None else ""))
+        if "num_generations" in m and m.get("reward_last") is not None:  # GRPO / RLOO
+            lines.append(f"  mean training reward {_f(m['reward_first'])} -> {_f(m['reward_last'])} "
+                         f"({m['num_generations']} samples per prompt, beta {m['beta']})")
         if "rows_written" in m:
             lines.append(f"  {m['samples']} samples of {m['prompts']} prompts scored by {m['scorer']} "
                          f"(mean {_f(m['score_mean'])}) -> {m['rows_written']} {m['data_kind']} rows")

@@ -28,6 +28,15 @@ def _method(cfg: dict) -> str:
     return stage
 
 
+def _knob(method: str, t: dict) -> str | None:
+    """The setting that places a run on the frontier: DPO/GRPO/RLOO β, PPO's KL coefficient or target."""
+    if method == "ppo":
+        if t.get("kl_control", "adaptive") == "adaptive":
+            return f"target={t.get('kl_target', 6.0):g}"
+        return f"β={t.get('kl_coef'):g}" if t.get("kl_coef") is not None else None
+    return f"β={t['beta']:g}" if isinstance(t.get("beta"), int | float) else None
+
+
 def collect(root: Path) -> list[dict]:
     import yaml
 
@@ -41,7 +50,8 @@ def collect(root: Path) -> list[dict]:
         if f"{score}_policy" not in ev:
             continue
         rows.append({
-            "run": str(run.relative_to(root)) or ".", "method": _method(cfg), "beta": t.get("beta"),
+            "run": str(run.relative_to(root)) or ".", "method": _method(cfg), "knob": _knob(_method(cfg), t),
+            "beta": t.get("beta", t.get("kl_coef")),
             "learning_rate": t.get("learning_rate"), "kl": ev["kl"], "score": score,
             "policy": ev[f"{score}_policy"], "reference": ev[f"{score}_reference"],
             "win_rate": ev.get(f"{score}_win_rate"), "rm_policy": ev.get("rm_policy"),
@@ -54,6 +64,7 @@ def collect(root: Path) -> list[dict]:
         gold = "best_of_n_gold" in g
         rows.append({
             "run": str(gen_path.parent.relative_to(root)), "method": "best-of-n", "beta": None,
+            "knob": f"n={g.get('best_of_n')}",
             "learning_rate": None, "kl": g["kl_bound"], "score": "gold" if gold else "scorer",
             "policy": g["best_of_n_gold" if gold else "best_of_n_score"],
             "reference": g["single_sample_gold" if gold else "single_sample_score"],
@@ -66,11 +77,10 @@ def markdown(rows: list[dict]) -> str:
     def f(x, fmt="{:.3f}"):
         return fmt.format(x) if isinstance(x, int | float) else "-"
 
-    lines = ["| method | beta | lr | KL (nats) | gold: reference | gold: policy | gain | win rate | RM score | run |",
+    lines = ["| method | setting | lr | KL (nats) | gold: reference | gold: policy | gain | win rate | RM score | run |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for r in sorted(rows, key=lambda r: (r["method"], r["kl"])):
-        beta = f(r["beta"], "{:g}") if r["method"] != "best-of-n" else f"n={r.get('n')}"
-        lines.append(f"| {r['method']} | {beta} | {f(r['learning_rate'], '{:g}')} | {f(r['kl'], '{:.2f}')} | "
+        lines.append(f"| {r['method']} | {r.get('knob') or '-'} | {f(r['learning_rate'], '{:g}')} | {f(r['kl'], '{:.2f}')} | "
                      f"{f(r['reference'])} | {f(r['policy'])} | {f(r['policy'] - r['reference'], '{:+.3f}')} | "
                      f"{f(r['win_rate'])} | {f(r['rm_policy'])} | {r['run']} |")
     return "\n".join(lines) + "\n"
@@ -89,8 +99,8 @@ def plot(rows: list[dict], path: Path) -> None:
         pts = sorted((r for r in rows if r["method"] == method), key=lambda r: r["kl"])
         ax.plot([p["kl"] for p in pts], [p["policy"] for p in pts], marker="o", label=method)
         for p in pts:
-            if p["beta"] is not None:
-                ax.annotate(f"β={p['beta']:g}", (p["kl"], p["policy"]), textcoords="offset points",
+            if p.get("knob"):
+                ax.annotate(p["knob"], (p["kl"], p["policy"]), textcoords="offset points",
                             xytext=(4, -10), fontsize=8)
     ax.set_xlabel("KL(policy || reference), nats per sequence")
     ax.set_ylabel(f"mean {rows[0]['score']} score")

@@ -30,8 +30,23 @@ def _all_options():
 def test_every_yaml_is_covered():
     files = list(CONF.rglob("*.yaml"))
     covered = _all_options()
-    # config.yaml + hydra/job_logging/rlhf.yaml are composed by every case below.
-    assert len(files) >= 20 and len(covered) == len(files) - 2, (len(files), len(covered))
+    # config.yaml + hydra/job_logging/rlhf.yaml are composed by every case below; debug_trainer/ by
+    # test_smoke_composes_for_every_stage.
+    n_debug_trainer = len(list((CONF / "debug_trainer").glob("*.yaml")))
+    assert len(files) >= 20 and len(covered) == len(files) - 2 - n_debug_trainer, (len(files), len(covered))
+
+
+@pytest.mark.parametrize("stage", sorted(STAGES))
+def test_smoke_composes_for_every_stage(compose, stage):
+    from rlhf.config import TRAINER_CONFIG, validate
+
+    cfg = compose(f"stage={stage}", "debug=smoke")
+    assert cfg.data.max_rows == 64
+    if stage in TRAINER_CONFIG:
+        validate(cfg)  # every smoke key is an option of the stage's trainer
+        steps = cfg.trainer.get("max_steps", cfg.trainer.get("total_iterations"))
+        assert 0 < steps <= 4
+    assert compose(f"stage={stage}").trainer.get("max_steps", -1) in (-1, None)
 
 
 @pytest.mark.parametrize("option", _all_options())

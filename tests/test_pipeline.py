@@ -21,22 +21,39 @@ def test_demo_pipeline_runs_every_step_then_skips_them_on_rerun(cli, tmp_path):
     first = cli("pipeline=demo", *SMOKE)
     assert first.returncode == 0, first.stderr[-3000:]
     pdir = tmp_path / "runs" / "demo" / "pipeline"
-    for step in ("sft", "generate", "reward", "dpo"):
+    for step in ("sft", "generate", "reward", "dpo", "ppo", "grpo"):
         assert (pdir / step / "artifact.json").is_file(), step
-    assert (pdir / "dpo" / "eval.json").is_file()
     summary = json.loads((pdir / "summary.json").read_text())
-    assert "kl" in summary["dpo"]["policy_eval"] and "gold_policy" in summary["dpo"]["policy_eval"]
-    assert "KL(policy || reference)" in first.stdout
+    for step in ("dpo", "ppo", "grpo"):  # every aligned policy evaluated the same way
+        assert (pdir / step / "eval.json").is_file(), step
+        assert "kl" in summary[step]["policy_eval"] and "gold_policy" in summary[step]["policy_eval"], step
+    # the online stages were trained on the pipeline's reward model, not on a stand-in
+    for step in ("ppo", "grpo"):
+        assert str(pdir / "reward") in (pdir / step / "config.yaml").read_text()
+    assert "KL(policy || reference)" in first.stdout and "PPO 2 iterations" in first.stdout
 
     mtime = (pdir / "dpo" / "artifact.json").stat().st_mtime
     second = cli("pipeline=demo", *SMOKE)
     assert second.returncode == 0, second.stderr[-3000:]
-    assert second.stdout.count("skipped (already done)") == 4
+    assert second.stdout.count("skipped (already done)") == 6
     assert (pdir / "dpo" / "artifact.json").stat().st_mtime == mtime
 
     # a changed step config is refused, not silently overwritten
     third = cli("pipeline=demo", *SMOKE, "seed=7")
     assert third.returncode == 2 and "different config" in third.stderr and "Traceback" not in third.stderr
+
+
+    # one Hydra sweep over the three methods on the demo's artifacts, then the frontier report
+    sweep = tmp_path / "sweep"
+    multi = cli("-m", "experiment=demo_dpo,demo_ppo,demo_grpo", "leash=1,2", *SMOKE, f"hydra.sweep.dir={sweep}")
+    assert multi.returncode == 0, multi.stderr[-3000:]
+    report = cli("report", str(sweep), "--no-wandb")
+    assert report.returncode == 0, report.stderr[-2000:]
+    rows = json.loads((sweep / "frontier.json").read_text())
+    assert sorted((r["method"], r["knob"]) for r in rows) == [
+        ("dpo", "β=0.5"), ("dpo", "β=1"), ("grpo", "β=0.04"), ("grpo", "β=0.08"), ("ppo", "target=3"),
+        ("ppo", "target=6")]
+    assert (sweep / "frontier.png").is_file()
 
 
 def test_pipeline_with_a_typo_in_a_later_step_fails_before_training(cli, tmp_path):

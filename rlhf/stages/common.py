@@ -120,7 +120,7 @@ class PolicyEvaluator:
         if not ev.enabled:
             return None
         from ..generation import GenerationConfig, RewardScorer
-        from ..judges import load_judge
+        from ..reward.functions import resolve
 
         if ev.data is not None:
             from rlhf.data import DataConfig, load_splits
@@ -138,7 +138,8 @@ class PolicyEvaluator:
             raise UserError(f"evaluation: no held-out prompts in {where}; set evaluation.data or evaluation.enabled=false")
         reward = RewardScorer.from_artifact(ev.reward_model, what="evaluation.reward_model") if ev.reward_model else None
         gen = GenerationConfig.from_mapping(OmegaConf.to_container(ev.generation, resolve=True))
-        return cls(tokenizer, prompts, load_judge(ev.judge, "evaluation.judge"), reward, gen, int(ev.n_show))
+        judge = resolve(str(ev.judge), "evaluation.judge") if ev.judge else None
+        return cls(tokenizer, prompts, judge, reward, gen, int(ev.n_show))
 
     def run(self, ctx: StageContext, policy, reference) -> dict:
         """Evaluate, write eval.json into the run dir, log to W&B, print the table."""

@@ -53,7 +53,7 @@ def run(cfg: DictConfig, run_dir: Path):
             value_src = source
         else:
             raise UserError(f"stage.value_from: {value_from!r} is not reward or policy")
-        evaluator = common.PolicyEvaluator.from_config(cfg, tokenizer)
+        evaluator = common.PolicyEvaluator.from_config(cfg, tokenizer, splits)
         common.begin(ctx)
 
         policy = build_policy(cfg.model, cfg.peft, tokenizer)

@@ -1,0 +1,99 @@
+"""The online RL stages (our PPO; TRL's GRPO and RLOO) end to end on stories260k: SFT artifact in,
+reward-model artifact as the reward, a policy artifact with its evaluation out, and the frontier
+report reading them all."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from rlhf.artifacts import read_artifact
+from rlhf.cli import run
+from rlhf.errors import UserError
+
+QUIET = ["logger=none", "debug=smoke", "evaluation.max_prompts=4", "evaluation.generation.max_new_tokens=8",
+         "evaluation.judge=vader"]
+
+
+def _compose(*overrides):
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from rlhf.cli import register_resolvers
+    from tests.conftest import CONF
+
+    register_resolvers()
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose("config", overrides=list(overrides))
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory):
+    """A smoke SFT policy and a reward model trained from it (a few steps: enough to be real artifacts)."""
+    root = tmp_path_factory.mktemp("online")
+    run(_compose("logger=none", "debug=smoke", "trainer.eval_strategy=no", "trainer.save_strategy=no"), root / "sft")
+    run(_compose("logger=none", "debug=smoke", "stage=reward", f"model.init_from={root / 'sft'}",
+                 "model.max_length=64", "trainer.eval_strategy=no", "trainer.save_strategy=no"), root / "rm")
+    return root
+
+
+def test_ppo_stage_with_lora_writes_policy_value_and_eval(base, tmp_path):
+    art = run(_compose("stage=ppo", *QUIET, f"model.init_from={base / 'sft'}", f"stage.reward_model={base / 'rm'}",
+                       "peft=lora"), tmp_path / "ppo")
+    assert art.kind == "policy" and art.stage == "ppo" and art.adapter_dir == "adapter"
+    m = art.metrics
+    assert m["iterations"] == 2 and m["reference_in_memory"] is False
+    assert m["rollout_tokens_per_s"] > 0 and "kl_last_half_within_30pct" in m  # adaptive by default
+    history = json.loads((tmp_path / "ppo/ppo_history.json").read_text())
+    assert [h["iteration"] for h in history] == [1, 2] and "objective/rlhf_reward" in history[0]
+    assert (tmp_path / "ppo/value").is_dir() and (tmp_path / "ppo/eval.json").is_file()
+    assert not (tmp_path / "ppo/checkpoints").exists()
+    from transformers import AutoModelForCausalLM
+
+    AutoModelForCausalLM.from_pretrained(tmp_path / "ppo/model")  # a plain HF model, adapter merged
+    assert read_artifact(tmp_path / "ppo").extra["reference_dir"] == str(base / "sft")
+
+
+def test_ppo_with_a_judge_and_a_policy_value_head(base, tmp_path):
+    art = run(_compose("stage=ppo", *QUIET, f"model.init_from={base / 'sft'}", "stage.judge=vader",
+                       "stage.value_from=policy", "trainer.kl_control=fixed", "trainer.kl_estimator=k3"),
+              tmp_path / "ppo")
+    assert art.metrics["reference_in_memory"] is True and "kl_last_half_within_30pct" not in art.metrics
+
+
+def test_ppo_without_a_reward_is_refused_before_training(base, tmp_path):
+    with pytest.raises(UserError, match="stage.reward_model"):
+        run(_compose("stage=ppo", *QUIET, f"model.init_from={base / 'sft'}"), tmp_path / "ppo")
+    assert not (tmp_path / "ppo" / "artifact.json").exists()
+    with pytest.raises(UserError, match="did you mean"):
+        run(_compose("stage=grpo", *QUIET, f"model.init_from={base / 'sft'}", "stage.reward_funcs=[vadr]"),
+            tmp_path / "grpo")
+
+
+@pytest.mark.parametrize("stage", ["grpo", "rloo"])
+def test_critic_free_stage_trains_on_rm_plus_named_function(base, tmp_path, stage):
+    art = run(_compose(f"stage={stage}", *QUIET, f"model.init_from={base / 'sft'}", f"stage.reward_model={base / 'rm'}",
+                       "stage.reward_funcs=[vader]"), tmp_path / stage)
+    assert art.kind == "policy" and art.stage == stage
+    m = art.metrics
+    assert m["rewards"] == [f"reward_model ({base / 'rm'})", "vader"] and m["reward_last"] is not None
+    assert "kl" in m["policy_eval"] and (tmp_path / stage / "eval.json").is_file()
+
+
+def test_frontier_report_reads_every_method(base, tmp_path):
+    sweep = tmp_path / "sweep"
+    run(_compose("stage=ppo", *QUIET, f"model.init_from={base / 'sft'}", f"stage.reward_model={base / 'rm'}"),
+        sweep / "0")
+    run(_compose("stage=grpo", *QUIET, f"model.init_from={base / 'sft'}", "stage.reward_funcs=[vader]"), sweep / "1")
+    res = subprocess.run([str(Path(sys.executable).parent / "rlhf"), "report", str(sweep), "--no-wandb"],
+                         capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    rows = json.loads((sweep / "frontier.json").read_text())
+    assert {r["method"] for r in rows} == {"ppo", "grpo"}
+    assert {r["knob"] for r in rows} == {"target=6", "β=0.04"}
+    assert (sweep / "frontier.png").stat().st_size > 0 and "| ppo | target=6 |" in (sweep / "frontier.md").read_text()
