@@ -23,9 +23,9 @@ def run(cfg: DictConfig, run_dir: Path):
 
     from ..errors import UserError
     from ..generation import RewardScorer
-    from ..reward.functions import resolve
     from ..models import build_policy, count_parameters, load_tokenizer, resolve_source
     from ..ppo import PPOConfig, PPOTrainer, ValueModel, kl_trace_summary, last_checkpoint
+    from ..reward.functions import resolve
 
     st = cfg.stage
     try:
