@@ -34,13 +34,14 @@ lint: install
 
 bench: install
 	$(PY) bench/sft_batching.py
+	$(PY) bench/ppo_rollout.py
 
-# Reward-KL frontier of DPO on the demo's artifacts: a Hydra sweep over beta for two losses, then the report.
-BETAS ?= 0.05,0.1,0.25,0.5,1.0,2.0
+# Reward-KL frontier on the demo's artifacts: ONE Hydra sweep over DPO, PPO and GRPO at three KL
+# leashes (conf/experiment/demo_*.yaml: leash 2 = twice as tight), then the report.
+LEASH ?= 0.5,1,2
 frontier: demo
-	d=runs/demo_dpo/frontier-$$(date +%Y%m%d-%H%M%S) && \
-	$(VENV)/bin/rlhf -m experiment=demo_dpo "trainer.beta=$(BETAS)" "trainer.loss_type=[sigmoid],[ipo]" \
-	    hydra.sweep.dir=$$d $(ARGS) && \
+	d=runs/frontier-$$(date +%Y%m%d-%H%M%S) && \
+	$(VENV)/bin/rlhf -m experiment=demo_dpo,demo_ppo,demo_grpo "leash=$(LEASH)" hydra.sweep.dir=$$d $(ARGS) && \
 	$(VENV)/bin/rlhf report $$d
 
 clean:
