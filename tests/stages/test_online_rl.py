@@ -97,3 +97,15 @@ def test_frontier_report_reads_every_method(base, tmp_path):
     assert {r["method"] for r in rows} == {"ppo", "grpo"}
     assert {r["knob"] for r in rows} == {"target=6", "β=0.04"}
     assert (sweep / "frontier.png").stat().st_size > 0 and "| ppo | target=6 |" in (sweep / "frontier.md").read_text()
+
+
+def test_ppo_logs_the_usual_names_to_an_offline_wandb_run(base, cli, tmp_path):
+    res = cli("stage=ppo", "logger=wandb", "debug=smoke", f"model.init_from={base / 'sft'}", "stage.judge=vader",
+              "stage.value_from=policy", "evaluation.max_prompts=4", "evaluation.generation.max_new_tokens=8",
+              f"run_dir={tmp_path / 'ppo'}", env={"WANDB_MODE": ""})
+    assert res.returncode == 0, res.stderr[-3000:]
+    runs = list((tmp_path / "ppo" / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1, "one offline W&B run"
+    logged = b"".join(p.read_bytes() for p in runs[0].glob("*.wandb"))
+    for name in (b"objective/kl", b"objective/scores", b"policy/clipfrac", b"val/explained_variance", b"kl_coef"):
+        assert name in logged, name
