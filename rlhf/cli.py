@@ -157,6 +157,11 @@ def _remove_if_empty(run_dir: Path) -> None:
     if run_dir.is_dir() and all(p.suffix == ".log" for p in run_dir.iterdir()):
         import shutil
 
+        root = logging.getLogger()
+        for h in list(root.handlers):  # else a later log line (submitit's, Hydra's) re-creates the file
+            if isinstance(h, logging.FileHandler) and Path(h.baseFilename).parent == run_dir.resolve():
+                root.removeHandler(h)
+                h.close()
         shutil.rmtree(run_dir, ignore_errors=True)
 
 
