@@ -133,7 +133,6 @@ def _hydra_main(cfg: DictConfig) -> float | None:
     """The Hydra task. Returns `sweep_objective` of the run (None when unset): what Optuna optimises."""
     global _task_started
     _task_started = True
-    register_resolvers()  # again: a submitit job unpickles this function in a fresh process
     from hydra.core.hydra_config import HydraConfig
 
     run_dir = Path(HydraConfig.get().runtime.output_dir)

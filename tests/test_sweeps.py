@@ -141,8 +141,9 @@ def test_rlhf_check_reads_the_chosen_deepspeed_preset(cli, tmp_path):
 
 
 def test_submitit_job_runs_the_task_in_a_fresh_process_and_returns_the_objective(cli, tmp_path):
-    """hydra/launcher=submitit_local: the task is pickled into new processes (as on SLURM), where
-    our resolvers must be registered again; Optuna reads what each job returns."""
+    """hydra/launcher=submitit_local: the task is pickled into new processes (as on SLURM) and the
+    sweeper reads what each job returns. A check leaves no job directory behind; that removal must
+    not break the job's later logging (it did: submitit logs after the task, into the removed dir)."""
     import yaml
 
     sweep = tmp_path / "sweep"
