@@ -98,7 +98,7 @@ def read_artifact(run_dir: str | Path, expect_kinds: tuple[str, ...] | None = No
 
 def config_hash(cfg_container: dict) -> str:
     """Hash of what determines a run's result (paths, logging and run naming excluded)."""
-    volatile = {"run_dir", "paths", "logger", "hydra", "mode", "assets_dir"}
+    volatile = {"run_dir", "paths", "logger", "hydra", "mode", "assets_dir", "launch", "sweep_objective"}
     stable = {k: v for k, v in cfg_container.items() if k not in volatile}
     blob = json.dumps(stable, sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:16]

@@ -48,6 +48,36 @@ def register_resolvers() -> None:
     # Arithmetic for presets that derive one knob from another (e.g. the demo's `leash`).
     OmegaConf.register_new_resolver("mul", lambda a, b: float(a) * float(b), replace=True)
     OmegaConf.register_new_resolver("div", lambda a, b: float(a) / float(b), replace=True)
+    OmegaConf.register_new_resolver("sweep_group", sweep_group, replace=True)
+
+
+def sweep_group(experiment_name: str) -> str:
+    """The W&B group of a run: its experiment, and for a sweep member `<experiment>/<sweep dir name>`,
+    so the members of one sweep sit together and apart from earlier sweeps of the same experiment."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+        return str(experiment_name)
+    return f"{experiment_name}/{Path(HydraConfig.get().sweep.dir).name}"
+
+
+def sweep_objective(result, path: str | None) -> float | None:
+    """The number a sweeper optimises: `path` (dotted) into what the run returned, e.g.
+    `policy_eval.gold_policy` into a stage's artifact metrics, or `dpo.policy_eval.kl` into a pipeline's."""
+    if not path:
+        return None
+    node = getattr(result, "metrics", result)
+    for i, key in enumerate(path.split(".")):
+        if not isinstance(node, dict) or key not in node:
+            keys = sorted(node) if isinstance(node, dict) else []
+            where = ".".join(path.split(".")[:i]) or "the run's metrics"
+            raise UserError(f"sweep_objective: {path!r} is not in what this run produced: {where} has "
+                            f"{', '.join(map(str, keys)) or 'no keys'}")
+        node = node[key]
+    if isinstance(node, bool) or not isinstance(node, int | float):
+        raise UserError(f"sweep_objective: {path!r} is {node!r}, not a number")
+    return float(node)
 
 
 def _rewrite_argv(argv: list[str]) -> list[str]:
@@ -90,21 +120,35 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None):
     return stage.run(cfg, Path(run_dir or cfg.run_dir))
 
 
+def _check_sweeper(cfg: DictConfig, hydra_cfg) -> None:
+    """An optimising sweeper (Optuna) needs a number from every trial: refuse before the first one trains."""
+    target = str(OmegaConf.select(hydra_cfg, "sweeper._target_") or "")
+    if "optuna" in target.lower() and not cfg.sweep_objective:
+        raise UserError("sweep_objective: the Optuna sweeper needs the metric to optimise, e.g. "
+                        "sweep_objective=policy_eval.gold_policy (a dotted path into the stage's metrics.json)")
+
+
 @hydra.main(version_base="1.3", config_path=str(PROJECT_ROOT / "conf"), config_name="config")
-def _hydra_main(cfg: DictConfig) -> None:
+def _hydra_main(cfg: DictConfig) -> float | None:
+    """The Hydra task. Returns `sweep_objective` of the run (None when unset): what Optuna optimises."""
     global _task_started
     _task_started = True
     from hydra.core.hydra_config import HydraConfig
 
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     try:
-        run(cfg, None if cfg.get("pipeline") else run_dir)
+        _check_sweeper(cfg, HydraConfig.get())
+        result = run(cfg, None if cfg.get("pipeline") else run_dir)
+        objective = sweep_objective(result, cfg.sweep_objective)
     except UserError as e:
         print(f"rlhf: error: {e.message}", file=sys.stderr)
         _remove_if_empty(run_dir)
         sys.exit(2)
     if cfg.mode == "check":
         _remove_if_empty(run_dir)
+    if objective is not None:
+        log.info("sweep objective %s = %.6g", cfg.sweep_objective, objective)
+    return objective
 
 
 def _remove_if_empty(run_dir: Path) -> None:
@@ -112,6 +156,11 @@ def _remove_if_empty(run_dir: Path) -> None:
     if run_dir.is_dir() and all(p.suffix == ".log" for p in run_dir.iterdir()):
         import shutil
 
+        root = logging.getLogger()
+        for h in list(root.handlers):  # else a later log line (submitit's, Hydra's) re-creates the file
+            if isinstance(h, logging.FileHandler) and Path(h.baseFilename).parent == run_dir.resolve():
+                root.removeHandler(h)
+                h.close()
         shutil.rmtree(run_dir, ignore_errors=True)
 
 

@@ -51,12 +51,27 @@ def validate(cfg: DictConfig) -> None:
                 problems.append("peft=qlora: bitsandbytes is not installed (pip install bitsandbytes)")
     if cfg.model.freeze_layers and int(cfg.model.freeze_layers) < 0:
         problems.append(f"model.freeze_layers: must be >= 0, got {cfg.model.freeze_layers}")
+    problems += _launch_problems(cfg)
     if stage == "dpo":
         problems += _dpo_problems(cfg.trainer)
     if cfg.mode == "train" and stage in TRAINER_CONFIG:
         problems += _unknown_trainer_keys(stage, cfg.trainer)
     if problems:
         raise UserError(problems, title="invalid config")
+
+
+def _launch_problems(cfg: DictConfig) -> list[str]:
+    out = []
+    n = cfg.launch.world_size
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        out.append(f"launch.world_size: must be a whole number >= 1 (processes in the job), got {n!r}"
+                   " (it defaults to the WORLD_SIZE environment variable)")
+    mem = cfg.launch.gpu_memory_gb
+    if mem is not None and (isinstance(mem, bool) or not isinstance(mem, int | float) or mem <= 0):
+        out.append(f"launch.gpu_memory_gb: must be a number > 0 or null, got {mem!r}")
+    if cfg.sweep_objective is not None and not isinstance(cfg.sweep_objective, str):
+        out.append(f"sweep_objective: must be a dotted metric path like policy_eval.gold_policy, got {cfg.sweep_objective!r}")
+    return out
 
 
 # The TRL config class each training stage builds from its `trainer:` node.

@@ -27,13 +27,30 @@ def _all_options():
     return opts
 
 
+# Hydra's own groups with presets of ours (a SLURM launcher): `hydra/launcher=slurm`.
+HYDRA_GROUP_DIRS = ["hydra/launcher", "hydra/sweeper"]
+
+
+def _hydra_options():
+    return [f"{d}={p.stem}" for d in HYDRA_GROUP_DIRS for p in sorted((CONF / d).glob("*.yaml"))]
+
+
 def test_every_yaml_is_covered():
     files = list(CONF.rglob("*.yaml"))
-    covered = _all_options()
+    covered = _all_options() + _hydra_options()
     # config.yaml + hydra/job_logging/rlhf.yaml are composed by every case below; debug_trainer/ by
     # test_smoke_composes_for_every_stage.
     n_debug_trainer = len(list((CONF / "debug_trainer").glob("*.yaml")))
     assert len(files) >= 20 and len(covered) == len(files) - 2 - n_debug_trainer, (len(files), len(covered))
+
+
+@pytest.mark.parametrize("option", _hydra_options())
+def test_hydra_preset_composes(compose, option):
+    from hydra.utils import get_class
+
+    cfg = compose(option, return_hydra_config=True)
+    group = option.split("=")[0].split("/")[1]
+    get_class(cfg.hydra[group]._target_)  # the plugin is installed and its class importable
 
 
 @pytest.mark.parametrize("stage", sorted(STAGES))

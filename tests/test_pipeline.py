@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 SMOKE = ["debug=smoke", "logger=none", "evaluation.max_prompts=8", "evaluation.generation.max_new_tokens=16"]
 
@@ -54,6 +55,25 @@ def test_demo_pipeline_runs_every_step_then_skips_them_on_rerun(cli, tmp_path):
         ("dpo", "β=0.5"), ("dpo", "β=1"), ("grpo", "β=0.04"), ("grpo", "β=0.08"), ("ppo", "target=3"),
         ("ppo", "target=6")]
     assert (sweep / "frontier.png").is_file()
+
+    # Optuna tunes DPO beta and learning rate on the same artifacts: each trial returns its gold score
+    # (sweep_objective), the study keeps the best; W&B groups the trials as one sweep; the report reads them.
+    optuna = tmp_path / "optuna"
+    smoke = [o for o in SMOKE if not o.startswith("logger=")]
+    opt = cli("-m", "experiment=demo_dpo_optuna", *smoke, "logger=wandb", "logger.mode=disabled",
+              "hydra.sweeper.n_trials=2", f"hydra.sweep.dir={optuna}")
+    assert opt.returncode == 0, opt.stderr[-3000:]
+    trials = [(yaml.safe_load((optuna / n / "config.yaml").read_text()),
+               json.loads((optuna / n / "eval.json").read_text())) for n in ("0", "1")]
+    best = yaml.safe_load((optuna / "optimization_results.yaml").read_text())
+    assert best["best_value"] == pytest.approx(max(ev["gold_policy"] for _, ev in trials))
+    winner = max(trials, key=lambda t: t[1]["gold_policy"])[0]["trainer"]
+    assert best["best_params"] == pytest.approx({"trainer.beta": winner["beta"], "trainer.learning_rate": winner["learning_rate"]})
+    assert trials[0][0]["trainer"]["beta"] != trials[1][0]["trainer"]["beta"]  # Optuna proposed two settings
+    assert {c["logger"]["group"] for c, _ in trials} == {"demo_dpo_optuna/optuna"}
+    report = cli("report", str(optuna), "--no-wandb")
+    assert report.returncode == 0, report.stderr[-2000:]
+    assert len(json.loads((optuna / "frontier.json").read_text())) == 2
 
 
 def test_pipeline_with_a_typo_in_a_later_step_fails_before_training(cli, tmp_path):
