@@ -7,11 +7,13 @@ silently drops long pairs.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from pathlib import Path
 
 from omegaconf import DictConfig
 
+from .. import distributed
 from . import common
 
 log = logging.getLogger(__name__)
@@ -62,9 +64,13 @@ def run(cfg: DictConfig, run_dir: Path):
                          "truncated_rows": n_trunc, "dropped_rows": dict(splits.dropped),
                          **count_parameters(model)}
         def evaluate(m):
-            if loss == "pairwise":
-                return evaluate_pairs(m, tokenizer, evalset)
-            return evaluate_ranked(m, evalset, pad_token_id=tokenizer.pad_token_id)
+            # Before training, a ZeRO-3 model has no DeepSpeed engine to fetch its shards: gather
+            # them for the pass (every rank runs it in lockstep); afterwards the engine's hooks do.
+            whole = distributed.gathered(m) if trainer.deepspeed is None else contextlib.nullcontext()
+            with whole:
+                if loss == "pairwise":
+                    return evaluate_pairs(m, tokenizer, evalset)
+                return evaluate_ranked(m, evalset, pad_token_id=tokenizer.pad_token_id)
 
         if evalset is not None:
             metrics["eval_before"] = evaluate(trainer.model)

@@ -63,6 +63,7 @@ def run(cfg: DictConfig, run_dir: Path):
             before = trainer.evaluate(metric_key_prefix="eval_before")
             metrics["eval_loss_before"] = before["eval_before_loss"]
             metrics["eval_ppl_before"] = math.exp(before["eval_before_loss"])
+            common.drop_eval_engine(trainer)
         resume = ctx.last_checkpoint()
         if resume:
             log.info("resuming from %s", resume)
