@@ -172,12 +172,13 @@ def count_parameters(model) -> dict[str, int]:
     return {"params_total": total, "params_trainable": trainable}
 
 
-def save_model(model, tokenizer, run_dir: Path) -> tuple[str, str | None]:
+def save_model(model, tokenizer, run_dir: Path, engine=None) -> tuple[str, str | None]:
     """Save in Hugging Face format (safetensors). A PEFT model saves its adapter and a merged copy.
 
     Every rank calls it; rank 0 writes. Under ZeRO-3 the shards are first gathered into one full
     state dict on rank 0 (`rlhf.distributed.gathered_state_dict`), so the result is the same
-    ordinary checkpoint one process writes. Returns (model_dir, adapter_dir) relative to run_dir.
+    ordinary checkpoint one process writes. `engine`: the DeepSpeed engine that trained the model
+    (its parameter prefetches are settled first). Returns (model_dir, adapter_dir) relative to run_dir.
     """
     from .distributed import gathered_state_dict, is_main, is_partitioned
 
@@ -187,6 +188,8 @@ def save_model(model, tokenizer, run_dir: Path) -> tuple[str, str | None]:
     four_bit = peft and (getattr(model, "is_loaded_in_4bit", False)
                          or getattr(model.base_model, "is_loaded_in_4bit", False))
     if is_partitioned(model):
+        if engine is not None:
+            engine.empty_partition_cache()  # no parameter left in flight from the last forward pass
         state = gathered_state_dict(model)  # collective: every rank gathers, rank 0 keeps
         if is_main():
             _save_from_state_dict(model, state, tokenizer, run_dir)

@@ -48,21 +48,27 @@ class StageContext:
         return get_last_checkpoint(str(ckpt_dir)) if ckpt_dir.is_dir() else None
 
 
-def drop_eval_engine(trainer) -> None:
-    """After `trainer.evaluate()` before `train()` under DeepSpeed: transformers leaves the inference
-    engine it built for the evaluation in place, and `train()` then mistakes it for its training
-    engine (and has no optimizer to step). Remove its hooks and forget it, so `train()` builds its
-    own. A no-op without DeepSpeed."""
-    engine = getattr(trainer, "deepspeed", None)
-    if engine is None:
+def before_training(trainer, evaluate) -> None:
+    """Run `evaluate()` (an evaluation of the untrained model) before the first optimizer step.
+
+    Without DeepSpeed: now. Under DeepSpeed: when `train()` begins, once its engine exists, because
+    transformers refuses to evaluate a ZeRO-1/2 model before training and, under ZeRO-3, leaves an
+    inference engine behind that `train()` then mistakes for its own.
+    """
+    if not trainer.is_deepspeed_enabled:
+        evaluate()
         return
-    engine.destroy()  # ZeRO-3: removes the parameter-fetching hooks; the shards stay as they are
-    trainer.deepspeed = None
-    trainer.model_wrapped = trainer.model
-    acc = trainer.accelerator
-    acc._models[:] = [m for m in acc._models if m is not engine]
-    if getattr(acc, "deepspeed_engine_wrapped", None) is not None:
-        acc.deepspeed_engine_wrapped = None
+    from transformers import TrainerCallback
+
+    class _AtTrainBegin(TrainerCallback):
+        done = False
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            if not self.done:
+                self.done = True
+                evaluate()
+
+    trainer.add_callback(_AtTrainBegin())
 
 
 def start(cfg: DictConfig, run_dir: Path) -> tuple[RunDir, StageContext]:
@@ -95,7 +101,8 @@ def load_data(cfg: DictConfig, tokenizer, truncation_side: str):
 
 
 def finish(ctx: StageContext, *, kind: str, model, tokenizer, metrics: dict[str, Any],
-           extra: dict[str, Any] | None = None, saved: tuple[str | None, str | None] | None = None) -> Artifact:
+           extra: dict[str, Any] | None = None, saved: tuple[str | None, str | None] | None = None,
+           engine=None) -> Artifact:
     """Save the model (if any, and not `saved` already), then the manifest (last, atomically), then
     close the W&B run. Every rank calls it (saving a ZeRO-3 model is collective); rank 0 writes, and
     the others wait for the manifest, so the next stage of a pipeline finds it on every rank."""
@@ -104,7 +111,8 @@ def finish(ctx: StageContext, *, kind: str, model, tokenizer, metrics: dict[str,
     if saved is not None:
         model_dir, adapter_dir = saved
     else:
-        model_dir, adapter_dir = save_model(model, tokenizer, ctx.run_dir) if model is not None else (None, None)
+        model_dir, adapter_dir = (save_model(model, tokenizer, ctx.run_dir, engine) if model is not None
+                                  else (None, None))
     cfg = ctx.cfg
     base = cfg.model.name_or_path
     if cfg.model.init_from:
@@ -130,7 +138,7 @@ def finish(ctx: StageContext, *, kind: str, model, tokenizer, metrics: dict[str,
 
 
 def finish_policy(ctx: StageContext, evaluator: PolicyEvaluator | None, model, tokenizer, metrics: dict[str, Any],
-                  *, source: str, reference=None, extra: dict[str, Any] | None = None) -> Artifact:
+                  *, source: str, reference=None, extra: dict[str, Any] | None = None, engine=None) -> Artifact:
     """A trained policy: the policy-vs-reference evaluation (if enabled), then `finish`.
 
     One process without DeepSpeed evaluates the models in memory (under LoRA the reference is the
@@ -147,7 +155,7 @@ def finish_policy(ctx: StageContext, evaluator: PolicyEvaluator | None, model, t
         return finish(ctx, kind="policy", model=model, tokenizer=tokenizer, metrics=metrics, extra=extra)
     from ..models import save_model
 
-    saved = save_model(model, tokenizer, ctx.run_dir)
+    saved = save_model(model, tokenizer, ctx.run_dir, engine)
     distributed.barrier()
     if evaluator is not None:
         metrics["policy_eval"] = distributed.on_main(_evaluate_saved, ctx, evaluator, saved[0], source)

@@ -79,4 +79,4 @@ def run(cfg: DictConfig, run_dir: Path):
             log.info("%s: mean reward %.3f -> %.3f over %d logged steps", name.upper(), metrics["reward_first"],
                      metrics["reward_last"], len(logged))
         return common.finish_policy(ctx, evaluator, trainer.model, tokenizer, metrics, source=source,
-                                    extra={"reference_dir": init_art.run_dir if init_art else source})
+                                    engine=trainer.deepspeed, extra={"reference_dir": init_art.run_dir if init_art else source})

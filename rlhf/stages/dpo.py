@@ -48,8 +48,7 @@ def run(cfg: DictConfig, run_dir: Path):
                          "beta": args.beta, **count_parameters(model),
                          "reference_in_memory": trainer.ref_model is not None}
         if splits.eval:
-            metrics.update(_dpo_eval(trainer, "eval_before"))
-            common.drop_eval_engine(trainer)
+            common.before_training(trainer, lambda: metrics.update(_dpo_eval(trainer, "eval_before")))
         out = trainer.train(resume_from_checkpoint=ctx.last_checkpoint())
         metrics["train_loss"] = out.training_loss
         metrics["train_runtime_s"] = out.metrics.get("train_runtime")
@@ -63,7 +62,7 @@ def run(cfg: DictConfig, run_dir: Path):
         # DeepSpeed / several processes rank 0 evaluates the saved policy (common.finish_policy).
         reference = trainer.ref_model if not distributed.uses_deepspeed(cfg) else None
         return common.finish_policy(ctx, evaluator, trainer.model, tokenizer, metrics, source=source,
-                                    reference=reference,
+                                    reference=reference, engine=trainer.deepspeed,
                                     extra={"reference_dir": init_art.run_dir if init_art else source})
 
 

@@ -89,4 +89,5 @@ def run(cfg: DictConfig, run_dir: Path):
                 log.info("held-out accuracy by K: %s",
                          ", ".join(f"K={k}: {a:.3f}" for k, a in ev["accuracy_by_k"].items()))
             trainer.log({f"final/{k}": v for k, v in ev.items() if isinstance(v, int | float)})
-        return common.finish(ctx, kind="reward", model=trainer.model, tokenizer=tokenizer, metrics=metrics)
+        return common.finish(ctx, kind="reward", model=trainer.model, tokenizer=tokenizer, metrics=metrics,
+                             engine=trainer.deepspeed)
