@@ -63,7 +63,7 @@ def _storages() -> dict[int, int]:
     return out
 
 
-def _ds_config(world: int, batch: int) -> dict:
+def _ds_config(world: int, batch: int, hidden: int) -> dict:
     from omegaconf import OmegaConf
 
     cfg = OmegaConf.to_container(OmegaConf.load(ROOT / "conf/deepspeed/zero3.yaml"), resolve=True)
@@ -72,9 +72,10 @@ def _ds_config(world: int, batch: int) -> dict:
     cfg["bf16"] = {"enabled": False}
     cfg["fp16"] = {"enabled": False}
     cfg["zero_allow_untested_optimizer"] = True
-    z = cfg["zero_optimization"]
-    for k in ("reduce_bucket_size", "stage3_prefetch_bucket_size", "stage3_param_persistence_threshold"):
-        z.pop(k)  # the "auto" values transformers would fill in: DeepSpeed's defaults here
+    # the "auto" values, as transformers fills them in from the hidden size
+    cfg["zero_optimization"].update(reduce_bucket_size=hidden * hidden,
+                                    stage3_prefetch_bucket_size=int(0.9 * hidden * hidden),
+                                    stage3_param_persistence_threshold=10 * hidden)
     return cfg
 
 
@@ -89,7 +90,7 @@ def worker(a) -> None:
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
     deepspeed.init_distributed(dist_backend="nccl" if torch.cuda.is_available() else "gloo", verbose=False)
     torch.manual_seed(0)
-    ds_cfg = _ds_config(world, a.batch)
+    ds_cfg = _ds_config(world, a.batch, a.hidden)
     vocab = 50257  # the GPT-2 vocabulary of the shared assets' tokenizer
     config = LlamaConfig(vocab_size=vocab, hidden_size=a.hidden, intermediate_size=int(a.hidden * 8 / 3),
                          num_hidden_layers=a.layers, num_attention_heads=max(1, a.hidden // 64),
