@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .distributed import is_main
 from .errors import UserError
 
 MANIFEST = "artifact.json"
@@ -125,6 +126,7 @@ class RunDir:
 
     Used as a context manager around the stage. On a UserError raised before anything was trained
     the directory is removed again if this run created it; on a crash status.json says `failed`.
+    Under a multi-process launch only rank 0 creates, updates or removes it.
     """
 
     def __init__(self, path: str | Path):
@@ -139,8 +141,9 @@ class RunDir:
             )
 
     def __enter__(self) -> RunDir:
-        self.path.mkdir(parents=True, exist_ok=True)
-        self._status("running")
+        if is_main():  # several processes, one run: rank 0 owns the directory
+            self.path.mkdir(parents=True, exist_ok=True)
+            self._status("running")
         return self
 
     def _status(self, status: str, error: str | None = None) -> None:
@@ -150,6 +153,8 @@ class RunDir:
         write_json_atomic(self.path / "status.json", obj)
 
     def __exit__(self, exc_type, exc, tb) -> bool:
+        if not is_main():
+            return False
         if exc_type is None:
             self._status("finished")
         elif issubclass(exc_type, UserError) and self.created_here and not (self.path / "model").exists():

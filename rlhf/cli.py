@@ -135,15 +135,31 @@ def _hydra_main(cfg: DictConfig) -> float | None:
     _task_started = True
     from hydra.core.hydra_config import HydraConfig
 
+    from . import distributed
+
     run_dir = Path(HydraConfig.get().runtime.output_dir)
+    if cfg.mode == "check" and not distributed.is_main():  # under a launcher one report is enough
+        _remove_if_empty(run_dir)
+        return
     try:
         _check_sweeper(cfg, HydraConfig.get())
+        if cfg.mode == "train" and (distributed.launched() or distributed.uses_deepspeed(cfg)):
+            if not cfg.get("pipeline"):
+                from .config import validate
+
+                validate(cfg)  # a refused config costs no process group
+            # Before any model exists: ZeRO-3 partitions models as they are built.
+            distributed.init(cfg)
+            run_dir = distributed.agree_on_run_dir(cfg, run_dir)
         result = run(cfg, None if cfg.get("pipeline") else run_dir)
         objective = sweep_objective(result, cfg.sweep_objective)
     except UserError as e:
-        print(f"rlhf: error: {e.message}", file=sys.stderr)
+        if distributed.is_main() or not distributed.launched():
+            print(f"rlhf: error: {e.message}", file=sys.stderr)
         _remove_if_empty(run_dir)
+        distributed.teardown()
         sys.exit(2)
+    distributed.teardown()
     if cfg.mode == "check":
         _remove_if_empty(run_dir)
     if objective is not None:

@@ -54,6 +54,7 @@ def validate(cfg: DictConfig) -> None:
     problems += _launch_problems(cfg)
     if stage == "dpo":
         problems += _dpo_problems(cfg.trainer)
+    problems += _scale_out_problems(cfg)
     if cfg.mode == "train" and stage in TRAINER_CONFIG:
         problems += _unknown_trainer_keys(stage, cfg.trainer)
     if problems:
@@ -71,6 +72,27 @@ def _launch_problems(cfg: DictConfig) -> list[str]:
         out.append(f"launch.gpu_memory_gb: must be a number > 0 or null, got {mem!r}")
     if cfg.sweep_objective is not None and not isinstance(cfg.sweep_objective, str):
         out.append(f"sweep_objective: must be a dotted metric path like policy_eval.gold_policy, got {cfg.sweep_objective!r}")
+    return out
+
+
+ZERO_STAGES = (0, 1, 2, 3)
+
+
+def _scale_out_problems(cfg) -> list[str]:
+    """What a multi-process launch or a DeepSpeed config cannot do, said before a process group starts."""
+    from .distributed import launched, world_size
+
+    out = []
+    ds = cfg.get("deepspeed")
+    if ds is not None:
+        zero = ds.get("zero_optimization")
+        stage = zero.get("stage") if zero is not None else None
+        if stage not in ZERO_STAGES:
+            out.append(f"deepspeed.zero_optimization.stage: {stage!r} is not one of {', '.join(map(str, ZERO_STAGES))}")
+    if cfg.mode == "train" and cfg.stage.name == "ppo" and (launched() or ds is not None):
+        how = f"a {world_size()}-process launch" if launched() else "a deepspeed= config"
+        out.append(f"stage=ppo: our PPO loop runs in one process without DeepSpeed, not under {how}; run it "
+                   "as plain `rlhf stage=ppo ...`, or use stage=grpo / stage=rloo (TRL) to scale out")
     return out
 
 

@@ -54,7 +54,10 @@ def _left_padding(tokenizer):
 
 @torch.no_grad()
 def sample(model, tokenizer, prompts: Sequence[str], gen: GenerationConfig, progress: bool = True,
-           desc: str = "sampling") -> Samples:
+           desc: str = "sampling", shard: tuple[int, int] = (0, 1)) -> Samples:
+    """`shard=(rank, world)`: only batches b with b % world == rank. Each batch keeps the seed it has
+    in one process, so the shards of all ranks put together (`merge_samples`) are exactly the
+    samples one process draws."""
     from tqdm.auto import tqdm
 
     was_training = model.training
@@ -65,6 +68,8 @@ def sample(model, tokenizer, prompts: Sequence[str], gen: GenerationConfig, prog
     starts = range(0, len(prompts), gen.batch_size)
     try:
         for b, start in enumerate(tqdm(starts, desc=desc, disable=not progress, leave=False)):
+            if b % shard[1] != shard[0]:
+                continue
             chunk = list(prompts[start : start + gen.batch_size])
             with _left_padding(tokenizer):
                 enc = tokenizer(chunk, return_tensors="pt", padding=True)
@@ -74,6 +79,9 @@ def sample(model, tokenizer, prompts: Sequence[str], gen: GenerationConfig, prog
                 do_sample=True, temperature=gen.temperature, top_k=gen.top_k or None, top_p=gen.top_p,
                 max_new_tokens=gen.max_new_tokens, num_return_sequences=gen.num_samples,
                 pad_token_id=tokenizer.pad_token_id, eos_token_id=eos,
+                # The model here is whole on this rank (never a ZeRO-3 shard); transformers would
+                # otherwise keep stepping in lockstep with ranks that are not generating.
+                synced_gpus=False,
             ).cpu()
             width = enc.input_ids.shape[1]
             for row in range(seqs.shape[0]):
@@ -89,6 +97,16 @@ def sample(model, tokenizer, prompts: Sequence[str], gen: GenerationConfig, prog
                 out.completions.append(tokenizer.decode(c_ids, skip_special_tokens=True))
     finally:
         model.train(was_training)
+    return out
+
+
+def merge_samples(shards: Sequence[Samples]) -> Samples:
+    """The shards of `sample(..., shard=(r, world))` from every rank, in one-process order."""
+    rows = sorted(((i, s, j) for s in shards for j, i in enumerate(s.prompt_index)), key=lambda r: (r[0], r[2]))
+    out = Samples([], [], [], [], [])
+    for _, s, j in rows:  # a prompt's samples all come from one shard, in their drawn order
+        for field in ("prompts", "prompt_index", "completions", "prompt_ids", "completion_ids"):
+            getattr(out, field).append(getattr(s, field)[j])
     return out
 
 
@@ -133,10 +151,12 @@ class RewardScorer:
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
         from .artifacts import read_artifact
+        from .distributed import zero3_init_off
 
         art = read_artifact(run_dir, expect_kinds=("reward",), what=what)
         path = art.path(art.model_dir)
-        model = AutoModelForSequenceClassification.from_pretrained(path)
+        with zero3_init_off():  # a scorer is a whole model on every rank, never a ZeRO-3 shard
+            model = AutoModelForSequenceClassification.from_pretrained(path)
         tok = AutoTokenizer.from_pretrained(art.path(art.tokenizer_dir))
         limits = [getattr(model.config, "max_position_embeddings", None), tok.model_max_length]
         return cls(model, tok, min(x for x in limits if isinstance(x, int) and x > 0))

@@ -164,25 +164,76 @@ def apply_lora(model, peft_cfg, task_type: str):
 
 
 def count_parameters(model) -> dict[str, int]:
-    total = sum(p.numel() for p in model.parameters())
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    def numel(p):  # a ZeRO-3 shard's own numel() is its share; ds_numel is the whole tensor
+        return getattr(p, "ds_numel", p.numel())
+
+    total = sum(numel(p) for p in model.parameters())
+    trainable = sum(numel(p) for p in model.parameters() if p.requires_grad)
     return {"params_total": total, "params_trainable": trainable}
 
 
-def save_model(model, tokenizer, run_dir: Path) -> tuple[str, str | None]:
+def save_model(model, tokenizer, run_dir: Path, engine=None) -> tuple[str, str | None]:
     """Save in Hugging Face format (safetensors). A PEFT model saves its adapter and a merged copy.
 
-    Returns (model_dir, adapter_dir) relative to run_dir.
+    Every rank calls it; rank 0 writes. Under ZeRO-3 the shards are first gathered into one full
+    state dict on rank 0 (`rlhf.distributed.gathered_state_dict`), so the result is the same
+    ordinary checkpoint one process writes. `engine`: the DeepSpeed engine that trained the model
+    (its parameter prefetches are settled first). Returns (model_dir, adapter_dir) relative to run_dir.
     """
+    from .distributed import gathered_state_dict, is_main, is_partitioned
+
     run_dir = Path(run_dir)
-    adapter_dir = None
-    if hasattr(model, "peft_config"):
+    peft = hasattr(model, "peft_config")
+    adapter_dir = "adapter" if peft else None
+    four_bit = peft and (getattr(model, "is_loaded_in_4bit", False)
+                         or getattr(model.base_model, "is_loaded_in_4bit", False))
+    if is_partitioned(model):
+        if engine is not None:
+            engine.empty_partition_cache()  # no parameter left in flight from the last forward pass
+        state = gathered_state_dict(model)  # collective: every rank gathers, rank 0 keeps
+        if is_main():
+            _save_from_state_dict(model, state, tokenizer, run_dir)
+        return "model", adapter_dir
+    if not is_main():
+        return ("adapter" if four_bit else "model"), adapter_dir
+    if peft:
         model.save_pretrained(run_dir / "adapter", safe_serialization=True)
         tokenizer.save_pretrained(run_dir / "adapter")
-        adapter_dir = "adapter"
-        if getattr(model, "is_loaded_in_4bit", False) or getattr(model.base_model, "is_loaded_in_4bit", False):
+        if four_bit:
             return "adapter", adapter_dir  # a 4-bit base is not merged; load base + adapter
         model = model.merge_and_unload()
     model.save_pretrained(run_dir / "model", safe_serialization=True)
     tokenizer.save_pretrained(run_dir / "model")
     return "model", adapter_dir
+
+
+def _save_from_state_dict(model, state: dict, tokenizer, run_dir: Path) -> None:
+    """Rank 0, ZeRO-3: write a gathered state dict through an unpartitioned copy of the model, built
+    on the meta device (no memory, no init) and given the gathered tensors; LoRA is merged there."""
+    import copy
+
+    import torch
+
+    from .distributed import zero3_init_off
+
+    peft = hasattr(model, "peft_config")
+    base = model.get_base_model() if peft else model
+    with zero3_init_off(), torch.device("meta"):
+        clone = type(base)(copy.deepcopy(base.config))
+        if peft:  # every adapter (TRL may add its own, e.g. a "ref" copy), the same one active
+            from peft import get_peft_model
+
+            names = list(model.peft_config)
+            clone = get_peft_model(clone, copy.deepcopy(model.peft_config[names[0]]), adapter_name=names[0])
+            for name in names[1:]:
+                clone.add_adapter(name, copy.deepcopy(model.peft_config[name]))
+            clone.set_adapter(model.active_adapter)
+    clone.load_state_dict(state, assign=True)
+    if getattr(base, "generation_config", None) is not None and getattr(clone, "generation_config", None) is not None:
+        clone.generation_config = copy.deepcopy(base.generation_config)
+    if peft:
+        clone.save_pretrained(run_dir / "adapter", safe_serialization=True)
+        tokenizer.save_pretrained(run_dir / "adapter")
+        clone = clone.merge_and_unload()
+    clone.save_pretrained(run_dir / "model", safe_serialization=True)
+    tokenizer.save_pretrained(run_dir / "model")

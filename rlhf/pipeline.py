@@ -18,6 +18,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from .artifacts import MANIFEST, config_hash, read_artifact
+from .distributed import is_main
 from .errors import UserError
 
 log = logging.getLogger(__name__)
@@ -82,9 +83,10 @@ def run_pipeline(cfg: DictConfig, base_overrides: list[str]) -> dict:
         log.info("step %s -> %s", name, run_dir)
         art = run_stage(step_cfg, run_dir)
         results[name] = {"wall_s": round(time.time() - t0, 1), **art.metrics}
-    summary_path = Path(cfg.pipeline.dir) / "summary.json"
-    summary_path.write_text(json.dumps(results, indent=2, default=str) + "\n")
-    print(format_summary(results))
+    if is_main():  # under a launcher rank 0 writes and prints the summary
+        summary_path = Path(cfg.pipeline.dir) / "summary.json"
+        summary_path.write_text(json.dumps(results, indent=2, default=str) + "\n")
+        print(format_summary(results))
     return results
 
 

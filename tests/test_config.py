@@ -15,7 +15,8 @@ from rlhf.errors import UserError
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 # Groups whose options are picked on the command line as `group=option`.
-GROUP_DIRS = ["stage", "model", "data", "trainer", "peft", "logger", "experiment", "debug", "paths", "pipeline"]
+GROUP_DIRS = ["stage", "model", "data", "trainer", "peft", "logger", "experiment", "debug", "paths", "pipeline",
+              "deepspeed"]
 
 
 def _all_options():

@@ -10,6 +10,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from .. import distributed
 from ..artifacts import Artifact, RunDir, config_hash, write_artifact
 from ..config import build_trainer_config
 from ..errors import UserError
@@ -34,6 +35,8 @@ class StageContext:
             report_to=self.report_to,
             run_name=self.run_name,
         )
+        if distributed.uses_deepspeed(self.cfg):  # conf/deepspeed/: "auto" values are filled in by TRL/transformers
+            fixed["deepspeed"] = OmegaConf.to_container(self.cfg.deepspeed, resolve=True)
         fixed.update(extra)
         return build_trainer_config(config_cls, self.cfg.trainer, **fixed)
 
@@ -45,6 +48,29 @@ class StageContext:
         return get_last_checkpoint(str(ckpt_dir)) if ckpt_dir.is_dir() else None
 
 
+def before_training(trainer, evaluate) -> None:
+    """Run `evaluate()` (an evaluation of the untrained model) before the first optimizer step.
+
+    Without DeepSpeed: now. Under DeepSpeed: when `train()` begins, once its engine exists, because
+    transformers refuses to evaluate a ZeRO-1/2 model before training and, under ZeRO-3, leaves an
+    inference engine behind that `train()` then mistakes for its own.
+    """
+    if not trainer.is_deepspeed_enabled:
+        evaluate()
+        return
+    from transformers import TrainerCallback
+
+    class _AtTrainBegin(TrainerCallback):
+        done = False
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            if not self.done:
+                self.done = True
+                evaluate()
+
+    trainer.add_callback(_AtTrainBegin())
+
+
 def start(cfg: DictConfig, run_dir: Path) -> tuple[RunDir, StageContext]:
     rd = RunDir(run_dir)
     run_name = f"{cfg.experiment_name}/{cfg.stage.name}/{Path(run_dir).name}"
@@ -52,8 +78,9 @@ def start(cfg: DictConfig, run_dir: Path) -> tuple[RunDir, StageContext]:
 
 
 def begin(ctx: StageContext) -> None:
-    """Called inside the RunDir context: write the resolved config, set up reporting."""
-    OmegaConf.save(ctx.cfg, ctx.run_dir / "config.yaml", resolve=True)
+    """Called inside the RunDir context: write the resolved config (rank 0), set up reporting."""
+    if distributed.is_main():
+        OmegaConf.save(ctx.cfg, ctx.run_dir / "config.yaml", resolve=True)
     ctx.report_to = setup_reporting(ctx.cfg.logger, ctx.run_dir, ctx.run_name)
 
 
@@ -74,11 +101,18 @@ def load_data(cfg: DictConfig, tokenizer, truncation_side: str):
 
 
 def finish(ctx: StageContext, *, kind: str, model, tokenizer, metrics: dict[str, Any],
-           extra: dict[str, Any] | None = None) -> Artifact:
-    """Save the model (if any), then the manifest (last, atomically), then close the W&B run."""
+           extra: dict[str, Any] | None = None, saved: tuple[str | None, str | None] | None = None,
+           engine=None) -> Artifact:
+    """Save the model (if any, and not `saved` already), then the manifest (last, atomically), then
+    close the W&B run. Every rank calls it (saving a ZeRO-3 model is collective); rank 0 writes, and
+    the others wait for the manifest, so the next stage of a pipeline finds it on every rank."""
     from ..models import save_model
 
-    model_dir, adapter_dir = save_model(model, tokenizer, ctx.run_dir) if model is not None else (None, None)
+    if saved is not None:
+        model_dir, adapter_dir = saved
+    else:
+        model_dir, adapter_dir = (save_model(model, tokenizer, ctx.run_dir, engine) if model is not None
+                                  else (None, None))
     cfg = ctx.cfg
     base = cfg.model.name_or_path
     if cfg.model.init_from:
@@ -92,13 +126,49 @@ def finish(ctx: StageContext, *, kind: str, model, tokenizer, metrics: dict[str,
         metrics={k: v for k, v in metrics.items() if isinstance(v, int | float | str | bool | dict | list | None)},
         extra=dict(extra or {}),
     )
-    write_artifact(ctx.run_dir, art)
+    if distributed.is_main():
+        write_artifact(ctx.run_dir, art)
+        # Checkpoints exist to resume an interrupted run; the finished model is in model/.
+        shutil.rmtree(ctx.run_dir / "checkpoints", ignore_errors=True)
+        finish_run(metrics)
+        log.info("artifact: %s", ctx.run_dir)
     art.run_dir = str(ctx.run_dir)
-    # Checkpoints exist to resume an interrupted run; the finished model is in model/.
-    shutil.rmtree(ctx.run_dir / "checkpoints", ignore_errors=True)
-    finish_run(metrics)
-    log.info("artifact: %s", ctx.run_dir)
+    distributed.barrier()
     return art
+
+
+def finish_policy(ctx: StageContext, evaluator: PolicyEvaluator | None, model, tokenizer, metrics: dict[str, Any],
+                  *, source: str, reference=None, extra: dict[str, Any] | None = None, engine=None) -> Artifact:
+    """A trained policy: the policy-vs-reference evaluation (if enabled), then `finish`.
+
+    One process without DeepSpeed evaluates the models in memory (under LoRA the reference is the
+    policy with its adapter disabled). Under DeepSpeed or several processes the model is saved first
+    (ZeRO-3 shards gathered into one checkpoint), then rank 0 evaluates that saved model against the
+    reference loaded from `source` while the other ranks wait; the result reaches every rank.
+    """
+    cfg = ctx.cfg
+    if not distributed.launched() and not distributed.uses_deepspeed(cfg):
+        if evaluator is not None:
+            if reference is None and cfg.peft.method == "none":
+                reference = load_reference(cfg, source, tokenizer)
+            metrics["policy_eval"] = evaluator.run(ctx, model, reference)
+        return finish(ctx, kind="policy", model=model, tokenizer=tokenizer, metrics=metrics, extra=extra)
+    from ..models import save_model
+
+    saved = save_model(model, tokenizer, ctx.run_dir, engine)
+    distributed.barrier()
+    if evaluator is not None:
+        metrics["policy_eval"] = distributed.on_main(_evaluate_saved, ctx, evaluator, saved[0], source)
+    return finish(ctx, kind="policy", model=None, tokenizer=tokenizer, metrics=metrics, extra=extra, saved=saved)
+
+
+def _evaluate_saved(ctx: StageContext, evaluator: PolicyEvaluator, model_dir: str, source: str) -> dict:
+    from transformers import AutoModelForCausalLM
+
+    with distributed.zero3_init_off():
+        policy = AutoModelForCausalLM.from_pretrained(ctx.run_dir / model_dir)
+        reference = load_reference(ctx.cfg, source, evaluator.tokenizer)
+    return evaluator.run(ctx, policy, reference)
 
 
 @dataclass
@@ -155,12 +225,14 @@ class PolicyEvaluator:
 
 
 def load_reference(cfg: DictConfig, source: str, tokenizer):
-    """The frozen reference for evaluation: the policy's starting weights, loaded again."""
+    """The frozen reference for evaluation: the policy's starting weights, loaded again (whole, even
+    while a ZeRO-3 config is live: only models a DeepSpeed engine owns are partitioned)."""
     from transformers import AutoModelForCausalLM
 
     from ..models import _finish, _from_pretrained
 
-    model = _from_pretrained(AutoModelForCausalLM, source, cfg.model, cfg.peft)
+    with distributed.zero3_init_off():
+        model = _from_pretrained(AutoModelForCausalLM, source, cfg.model, cfg.peft)
     none_peft = OmegaConf.create({"method": "none"})
     model = _finish(model, cfg.model, none_peft, tokenizer, task_type="CAUSAL_LM")
     return model.eval()

@@ -78,9 +78,5 @@ def run(cfg: DictConfig, run_dir: Path):
         if logged:
             log.info("%s: mean reward %.3f -> %.3f over %d logged steps", name.upper(), metrics["reward_first"],
                      metrics["reward_last"], len(logged))
-        model = trainer.model
-        if evaluator is not None:
-            reference = None if cfg.peft.method != "none" else common.load_reference(cfg, source, tokenizer)
-            metrics["policy_eval"] = evaluator.run(ctx, model, reference)
-        return common.finish(ctx, kind="policy", model=model, tokenizer=tokenizer, metrics=metrics,
-                             extra={"reference_dir": init_art.run_dir if init_art else source})
+        return common.finish_policy(ctx, evaluator, trainer.model, tokenizer, metrics, source=source,
+                                    engine=trainer.deepspeed, extra={"reference_dir": init_art.run_dir if init_art else source})

@@ -11,10 +11,10 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
+from .. import distributed
 from . import common
 
 log = logging.getLogger(__name__)
-
 
 
 def run(cfg: DictConfig, run_dir: Path):
@@ -48,7 +48,7 @@ def run(cfg: DictConfig, run_dir: Path):
                          "beta": args.beta, **count_parameters(model),
                          "reference_in_memory": trainer.ref_model is not None}
         if splits.eval:
-            metrics.update(_dpo_eval(trainer, "eval_before"))
+            common.before_training(trainer, lambda: metrics.update(_dpo_eval(trainer, "eval_before")))
         out = trainer.train(resume_from_checkpoint=ctx.last_checkpoint())
         metrics["train_loss"] = out.training_loss
         metrics["train_runtime_s"] = out.metrics.get("train_runtime")
@@ -58,13 +58,12 @@ def run(cfg: DictConfig, run_dir: Path):
                      metrics.get("eval_before_margin", float("nan")), metrics.get("eval_margin", float("nan")),
                      metrics.get("eval_before_accuracy", float("nan")), metrics.get("eval_accuracy", float("nan")))
 
-        reference = trainer.ref_model  # None under LoRA / precomputed log-probs
-        if reference is None and cfg.peft.method == "none":
-            reference = common.load_reference(cfg, source, tokenizer)
-        if evaluator is not None:
-            metrics["policy_eval"] = evaluator.run(ctx, trainer.model, reference)
-        return common.finish(ctx, kind="policy", model=trainer.model, tokenizer=tokenizer, metrics=metrics,
-                             extra={"reference_dir": init_art.run_dir if init_art else source})
+        # In one process the in-memory reference (None under LoRA: the adapter disabled); under
+        # DeepSpeed / several processes rank 0 evaluates the saved policy (common.finish_policy).
+        reference = trainer.ref_model if not distributed.uses_deepspeed(cfg) else None
+        return common.finish_policy(ctx, evaluator, trainer.model, tokenizer, metrics, source=source,
+                                    reference=reference, engine=trainer.deepspeed,
+                                    extra={"reference_dir": init_art.run_dir if init_art else source})
 
 
 def _dpo_eval(trainer, prefix: str) -> dict:

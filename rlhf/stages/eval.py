@@ -4,6 +4,7 @@
         evaluation.judge=rlhf.judges.vader evaluation.reward_model=<reward run dir>
 
 The reference defaults to the one the policy was trained against (its artifact's reference_dir).
+Under a multi-process launch rank 0 evaluates while the other ranks wait.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from .. import distributed
 from . import common
 
 log = logging.getLogger(__name__)
@@ -41,10 +43,13 @@ def run(cfg: DictConfig, run_dir: Path):
         OmegaConf.update(cfg_eval, "evaluation.enabled", True)
         evaluator = common.PolicyEvaluator.from_config(cfg_eval, tokenizer)
         common.begin(ctx)
-        none = OmegaConf.create({"method": "none"})
-        policy = build_policy(cfg.model, none, tokenizer)
-        reference = common.load_reference(cfg, ref_source, tokenizer)
-        log.info("policy %s vs reference %s on %d prompts", source, ref_source, len(evaluator.prompts))
-        metrics = evaluator.run(ctx, policy, reference)
+        def evaluate():  # rank 0 only under a launcher (the others wait): whole models, no ZeRO
+            with distributed.zero3_init_off():
+                policy = build_policy(cfg.model, OmegaConf.create({"method": "none"}), tokenizer)
+                reference = common.load_reference(cfg, ref_source, tokenizer)
+            log.info("policy %s vs reference %s on %d prompts", source, ref_source, len(evaluator.prompts))
+            return evaluator.run(ctx, policy, reference)
+
+        metrics = distributed.on_main(evaluate)
         return common.finish(ctx, kind="eval", model=None, tokenizer=None, metrics=metrics,
                              extra={"policy_dir": art.run_dir, "reference_dir": str(ref)})

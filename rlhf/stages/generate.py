@@ -19,6 +19,7 @@ from statistics import mean
 
 from omegaconf import DictConfig, OmegaConf
 
+from .. import distributed
 from . import common
 
 log = logging.getLogger(__name__)
@@ -28,9 +29,8 @@ OUTPUTS = ("best_worst", "all_pairs", "ranked", "best_of_n")
 def run(cfg: DictConfig, run_dir: Path):
     import torch
 
-    from ..artifacts import write_json_atomic
     from ..errors import UserError, did_you_mean
-    from ..generation import GenerationConfig, RewardScorer, sample
+    from ..generation import GenerationConfig, RewardScorer, merge_samples, sample
     from ..judges import load_judge
     from ..models import build_policy, load_tokenizer, resolve_source
 
@@ -58,54 +58,67 @@ def run(cfg: DictConfig, run_dir: Path):
         gen = GenerationConfig.from_mapping(OmegaConf.to_container(st.generation, resolve=True))
         if gen.num_samples < 2:
             raise UserError(f"stage.generation.num_samples: need at least 2 samples per prompt, got {gen.num_samples}")
-        model = build_policy(cfg.model, OmegaConf.create({"method": "none"}), tokenizer)
+        with distributed.zero3_init_off():
+            model = build_policy(cfg.model, OmegaConf.create({"method": "none"}), tokenizer)
         torch.manual_seed(int(cfg.seed))
-        s = sample(model, tokenizer, prompts, gen, desc=f"sampling {gen.num_samples} x {len(prompts)}")
-        scores = [float(x) for x in scorer(s.prompts, s.completions)]
-        gold = [float(x) for x in judge(s.prompts, s.completions)] if (judge and reward) else None
-
-        k = gen.num_samples
-        groups = [list(range(i * k, (i + 1) * k)) for i in range(len(prompts))]
-        with open(ctx.run_dir / "samples.jsonl", "w") as f:
-            for i, prompt in enumerate(prompts):
-                rec = {"prompt": prompt, "completions": [s.completions[j] for j in groups[i]],
-                       "scores": [scores[j] for j in groups[i]]}
-                if gold:
-                    rec["gold"] = [gold[j] for j in groups[i]]
-                f.write(json.dumps(rec) + "\n")
-
-        metrics: dict = {"prompts": len(prompts), "samples": len(s.completions), "output": st.output,
-                         "scorer": "reward_model" if reward else str(st.judge),
-                         "score_mean": mean(scores), "mean_len": mean(len(c) for c in s.completion_ids)}
-        extra: dict = {}
-        if st.output == "best_of_n":
-            best = [max(g, key=lambda j: scores[j]) for g in groups]
-            metrics.update(best_of_n=k, best_of_n_score=mean(scores[j] for j in best),
-                           single_sample_score=mean(scores),
-                           kl_bound=math.log(k) - (k - 1) / k)  # KL(best-of-n || base), Stiennon et al. 2020
-            if gold:
-                metrics.update(best_of_n_gold=mean(gold[j] for j in best), single_sample_gold=mean(gold))
-            log.info("best-of-%d: score %.3f vs %.3f for one sample (KL <= %.2f nats)", k,
-                     metrics["best_of_n_score"], metrics["single_sample_score"], metrics["kl_bound"])
-        else:
-            data, gaps, n_ties = _preference_rows(prompts, groups, s.completions, scores, st.output, float(st.min_gap))
-            if not data:
-                raise UserError(f"stage=generate: every prompt's samples scored within min_gap={st.min_gap}; "
-                                "no preference data to write (more samples, or a lower min_gap)")
-            tmp = ctx.run_dir / ".data.jsonl.tmp"
-            with open(tmp, "w") as f:
-                for row in data:
-                    f.write(json.dumps(row) + "\n")
-            tmp.replace(ctx.run_dir / "data.jsonl")
-            kind = "ranked" if st.output == "ranked" else "pair"
-            metrics.update(rows_written=len(data), prompts_without_preference=n_ties, data_kind=kind)
-            if kind == "pair":
-                metrics["score_gap_mean"] = mean(gaps)
-            extra = {"data_file": "data.jsonl", "data_kind": kind}
-            log.info("wrote %d %s rows to %s (%d prompts had no score gap)", len(data), kind,
-                     ctx.run_dir / "data.jsonl", n_ties)
-        write_json_atomic(ctx.run_dir / "generate.json", metrics)
+        # Under a launcher each rank samples its share of the batches (same seeds as one process),
+        # rank 0 puts them together, scores them and writes the data.
+        mine = sample(model, tokenizer, prompts, gen, desc=f"sampling {gen.num_samples} x {len(prompts)}",
+                      shard=(distributed.rank(), distributed.world_size()))
+        s = merge_samples(distributed.all_gather(mine))
+        metrics, extra = distributed.on_main(_score_and_write, ctx.run_dir, st, prompts, s, gen.num_samples,
+                                             scorer, judge, reward)
         return common.finish(ctx, kind="data", model=None, tokenizer=None, metrics=metrics, extra=extra)
+
+
+def _score_and_write(run_dir: Path, st, prompts, s, k: int, scorer, judge, reward) -> tuple[dict, dict]:
+    """Rank 0: score the samples, write samples.jsonl, the preference data and generate.json."""
+    from ..artifacts import write_json_atomic
+    from ..errors import UserError
+
+    scores = [float(x) for x in scorer(s.prompts, s.completions)]
+    gold = [float(x) for x in judge(s.prompts, s.completions)] if (judge and reward) else None
+    groups = [list(range(i * k, (i + 1) * k)) for i in range(len(prompts))]
+    with open(run_dir / "samples.jsonl", "w") as f:
+        for i, prompt in enumerate(prompts):
+            rec = {"prompt": prompt, "completions": [s.completions[j] for j in groups[i]],
+                   "scores": [scores[j] for j in groups[i]]}
+            if gold:
+                rec["gold"] = [gold[j] for j in groups[i]]
+            f.write(json.dumps(rec) + "\n")
+
+    metrics: dict = {"prompts": len(prompts), "samples": len(s.completions), "output": st.output,
+                     "scorer": "reward_model" if reward else str(st.judge),
+                     "score_mean": mean(scores), "mean_len": mean(len(c) for c in s.completion_ids)}
+    extra: dict = {}
+    if st.output == "best_of_n":
+        best = [max(g, key=lambda j: scores[j]) for g in groups]
+        metrics.update(best_of_n=k, best_of_n_score=mean(scores[j] for j in best),
+                       single_sample_score=mean(scores),
+                       kl_bound=math.log(k) - (k - 1) / k)  # KL(best-of-n || base), Stiennon et al. 2020
+        if gold:
+            metrics.update(best_of_n_gold=mean(gold[j] for j in best), single_sample_gold=mean(gold))
+        log.info("best-of-%d: score %.3f vs %.3f for one sample (KL <= %.2f nats)", k,
+                 metrics["best_of_n_score"], metrics["single_sample_score"], metrics["kl_bound"])
+    else:
+        data, gaps, n_ties = _preference_rows(prompts, groups, s.completions, scores, st.output, float(st.min_gap))
+        if not data:
+            raise UserError(f"stage=generate: every prompt's samples scored within min_gap={st.min_gap}; "
+                            "no preference data to write (more samples, or a lower min_gap)")
+        tmp = run_dir / ".data.jsonl.tmp"
+        with open(tmp, "w") as f:
+            for row in data:
+                f.write(json.dumps(row) + "\n")
+        tmp.replace(run_dir / "data.jsonl")
+        kind = "ranked" if st.output == "ranked" else "pair"
+        metrics.update(rows_written=len(data), prompts_without_preference=n_ties, data_kind=kind)
+        if kind == "pair":
+            metrics["score_gap_mean"] = mean(gaps)
+        extra = {"data_file": "data.jsonl", "data_kind": kind}
+        log.info("wrote %d %s rows to %s (%d prompts had no score gap)", len(data), kind,
+                 run_dir / "data.jsonl", n_ties)
+    write_json_atomic(run_dir / "generate.json", metrics)
+    return metrics, extra
 
 
 def _preference_rows(prompts, groups, completions, scores, output: str, min_gap: float):

@@ -7,11 +7,13 @@ silently drops long pairs.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from pathlib import Path
 
 from omegaconf import DictConfig
 
+from .. import distributed
 from . import common
 
 log = logging.getLogger(__name__)
@@ -62,9 +64,13 @@ def run(cfg: DictConfig, run_dir: Path):
                          "truncated_rows": n_trunc, "dropped_rows": dict(splits.dropped),
                          **count_parameters(model)}
         def evaluate(m):
-            if loss == "pairwise":
-                return evaluate_pairs(m, tokenizer, evalset)
-            return evaluate_ranked(m, evalset, pad_token_id=tokenizer.pad_token_id)
+            # Before training, a ZeRO-3 model has no DeepSpeed engine to fetch its shards: gather
+            # them for the pass (every rank runs it in lockstep); afterwards the engine's hooks do.
+            whole = distributed.gathered(m) if trainer.deepspeed is None else contextlib.nullcontext()
+            with whole:
+                if loss == "pairwise":
+                    return evaluate_pairs(m, tokenizer, evalset)
+                return evaluate_ranked(m, evalset, pad_token_id=tokenizer.pad_token_id)
 
         if evalset is not None:
             metrics["eval_before"] = evaluate(trainer.model)
@@ -83,4 +89,5 @@ def run(cfg: DictConfig, run_dir: Path):
                 log.info("held-out accuracy by K: %s",
                          ", ".join(f"K={k}: {a:.3f}" for k, a in ev["accuracy_by_k"].items()))
             trainer.log({f"final/{k}": v for k, v in ev.items() if isinstance(v, int | float)})
-        return common.finish(ctx, kind="reward", model=trainer.model, tokenizer=tokenizer, metrics=metrics)
+        return common.finish(ctx, kind="reward", model=trainer.model, tokenizer=tokenizer, metrics=metrics,
+                             engine=trainer.deepspeed)

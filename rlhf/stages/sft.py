@@ -60,9 +60,12 @@ def run(cfg: DictConfig, run_dir: Path):
         metrics: dict = {"train_rows": len(splits.train), "eval_rows": len(splits.eval),
                          "dropped_rows": dict(splits.dropped), **count_parameters(model)}
         if splits.eval and st.eval_before:
-            before = trainer.evaluate(metric_key_prefix="eval_before")
-            metrics["eval_loss_before"] = before["eval_before_loss"]
-            metrics["eval_ppl_before"] = math.exp(before["eval_before_loss"])
+            def eval_before():
+                before = trainer.evaluate(metric_key_prefix="eval_before")
+                metrics["eval_loss_before"] = before["eval_before_loss"]
+                metrics["eval_ppl_before"] = math.exp(before["eval_before_loss"])
+
+            common.before_training(trainer, eval_before)
         resume = ctx.last_checkpoint()
         if resume:
             log.info("resuming from %s", resume)
@@ -77,4 +80,5 @@ def run(cfg: DictConfig, run_dir: Path):
             metrics["eval_loss"] = after["eval_loss"]
             metrics["eval_ppl"] = math.exp(after["eval_loss"])
         log.info("SFT: eval loss %s -> %s", metrics.get("eval_loss_before"), metrics.get("eval_loss"))
-        return common.finish(ctx, kind="policy", model=trainer.model, tokenizer=tokenizer, metrics=metrics)
+        return common.finish(ctx, kind="policy", model=trainer.model, tokenizer=tokenizer, metrics=metrics,
+                             engine=trainer.deepspeed)

@@ -1,0 +1,262 @@
+"""Several processes, one run: the process group, one run directory for all ranks, rank-0-only work.
+
+Any launcher works (`deepspeed`, `torchrun`, `accelerate launch`): they all export RANK, WORLD_SIZE
+and LOCAL_RANK (the deepspeed launcher also appends `--local_rank=N`, dropped by `rlhf.cli`).
+
+- `init` starts the process group before any model is built, so ZeRO-3 partitions a model while it
+  is constructed (transformers' `from_pretrained` uses `deepspeed.zero.Init` when a ZeRO-3 config
+  is live) and every library sees the real world size. A `deepspeed=` run without a launcher is a
+  world of one, set up here, so `rlhf deepspeed=zero3` also works in one process.
+- `agree_on_run_dir`: each rank resolves `${now:...}` on its own clock; rank 0's run directory wins
+  and a different, empty one Hydra made for another rank is removed.
+- Only rank 0 writes run-dir files (config, status, manifest, metrics, reports, W&B); the others
+  compute and wait. `on_main` runs a piece of work on rank 0 and hands its result, or its UserError,
+  to every rank, so a refused run exits 2 everywhere instead of hanging.
+- `gathered_state_dict` collects a ZeRO-3 partitioned model, module by module, into one full
+  state dict on rank 0: what `save_model` writes as an ordinary Hugging Face checkpoint.
+
+Heavy libraries are imported inside functions: `rlhf --cfg job` must not import torch or deepspeed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import logging
+import os
+import socket
+from pathlib import Path
+from typing import Any
+
+from .errors import UserError
+
+log = logging.getLogger(__name__)
+
+# Ranks waiting for rank 0 (its evaluation, its merge of a LoRA adapter) give up after this long.
+TIMEOUT = _dt.timedelta(hours=2)
+
+
+def world_size() -> int:
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def rank() -> int:
+    return int(os.environ.get("RANK", "0"))
+
+
+def is_main() -> bool:
+    return rank() == 0
+
+
+def launched() -> bool:
+    """Started by a launcher with more than one process."""
+    return world_size() > 1
+
+
+def uses_deepspeed(cfg) -> bool:
+    return cfg.get("deepspeed") is not None
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def init(cfg) -> None:
+    """Start the process group (once) when launched or when a DeepSpeed config is chosen."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return
+    if not is_main():
+        _quiet_rank()
+    if not launched():
+        if not uses_deepspeed(cfg):
+            return
+        # DeepSpeed needs a process group even for one process: a world of one on this host.
+        os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", LOCAL_WORLD_SIZE="1")
+        os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
+        os.environ.setdefault("MASTER_PORT", str(_free_port()))
+    os.environ.setdefault("LOCAL_RANK", "0")
+    import torch
+
+    backend = "nccl" if torch.cuda.is_available() else "gloo"
+    if torch.cuda.is_available():
+        torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
+    if uses_deepspeed(cfg):
+        # deepspeed.comm must know the world before ZeRO-3 partitions the first model (otherwise it
+        # assumes one process and refuses the batch sizes); it starts torch.distributed underneath.
+        import deepspeed
+
+        deepspeed.init_distributed(dist_backend=backend, auto_mpi_discovery=False, verbose=False, timeout=TIMEOUT)
+    else:
+        dist.init_process_group(backend=backend, timeout=TIMEOUT)
+    log.info("rank %d of %d (local rank %s), backend %s%s", rank(), world_size(), os.environ["LOCAL_RANK"],
+             backend, f", DeepSpeed ZeRO-{cfg.deepspeed.zero_optimization.stage}" if uses_deepspeed(cfg) else "")
+
+
+def _initialized() -> bool:
+    try:
+        import torch.distributed as dist
+    except ImportError:
+        return False
+    return dist.is_available() and dist.is_initialized()
+
+
+def barrier() -> None:
+    if world_size() > 1 and _initialized():
+        import torch.distributed as dist
+
+        dist.barrier()
+
+
+def broadcast(obj: Any) -> Any:
+    """Rank 0's `obj` on every rank."""
+    if world_size() == 1 or not _initialized():
+        return obj
+    import torch.distributed as dist
+
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def all_gather(obj: Any) -> list:
+    if world_size() == 1 or not _initialized():
+        return [obj]
+    import torch.distributed as dist
+
+    out: list = [None] * world_size()
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def on_main(fn, *args, **kwargs):
+    """fn(...) on rank 0 while the other ranks wait; every rank returns its result. A UserError on
+    rank 0 is raised on every rank (each exits 2 with the message); any other error is raised as a
+    RuntimeError on the others, the original with its traceback on rank 0."""
+    if world_size() == 1 or not _initialized():
+        return fn(*args, **kwargs)
+    if not is_main():
+        status, value = broadcast(None)
+    else:
+        try:
+            result = fn(*args, **kwargs)
+        except UserError as e:
+            broadcast(("user_error", (e.problems, e.title)))
+            raise
+        except BaseException as e:
+            broadcast(("error", f"{type(e).__name__}: {e}"))
+            raise
+        status, value = broadcast(("ok", result))
+    if status == "user_error":
+        raise UserError(value[0], title=value[1])
+    if status == "error":
+        raise RuntimeError(f"rank 0 failed: {value}")
+    return value
+
+
+def agree_on_run_dir(cfg, hydra_dir: Path) -> Path:
+    """Every rank takes rank 0's run directory (and pipeline directory) and checks that it composed
+    the same config. Returns the run directory; a different, empty one Hydra made here is removed."""
+    from omegaconf import OmegaConf
+
+    from .artifacts import config_hash
+
+    ours = {"hydra_dir": str(hydra_dir), "run_dir": str(cfg.run_dir),
+            "pipeline_dir": str(cfg.pipeline.dir) if cfg.get("pipeline") else None}
+    chosen = broadcast(ours)
+    if chosen["hydra_dir"] != ours["hydra_dir"]:
+        _remove_if_empty(hydra_dir)
+    OmegaConf.update(cfg, "run_dir", chosen["run_dir"], merge=False)
+    if chosen["pipeline_dir"] is not None:
+        OmegaConf.update(cfg, "pipeline.dir", chosen["pipeline_dir"], merge=False)
+    hashes = all_gather(config_hash(OmegaConf.to_container(cfg, resolve=True)))
+    if len(set(hashes)) > 1:
+        raise UserError(f"the {world_size()} ranks composed different configs (hashes by rank: {hashes}); launch "
+                        "every rank with the same command line, code version and environment")
+    return Path(chosen["hydra_dir"])
+
+
+def _remove_if_empty(path: Path) -> None:
+    if path.is_dir() and all(p.suffix == ".log" for p in path.iterdir()):
+        import shutil
+
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def _quiet_rank() -> None:
+    """Ranks other than 0 write no log file (rank 0's rlhf.log is the run's) and log warnings only."""
+    root = logging.getLogger()
+    for h in list(root.handlers):
+        if isinstance(h, logging.FileHandler):
+            root.removeHandler(h)
+            h.close()
+    logging.getLogger("rlhf").setLevel(logging.WARNING)
+    for name in ("transformers", "trl", "deepspeed", "accelerate"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def teardown() -> None:
+    if _initialized():
+        import torch.distributed as dist
+
+        dist.destroy_process_group()
+
+
+# ---- ZeRO-3 -----------------------------------------------------------------------------------------
+def is_partitioned(model) -> bool:
+    """True when ZeRO-3 holds this model's parameters in shards."""
+    return any(hasattr(p, "ds_id") for p in model.parameters())
+
+
+@contextlib.contextmanager
+def zero3_init_off():
+    """Build a whole (unpartitioned) model while a ZeRO-3 config is live: transformers would
+    otherwise partition it at construction (only right for models a DeepSpeed engine will own)."""
+    from transformers.integrations import deepspeed as hf_ds
+
+    saved = hf_ds._hf_deepspeed_config_weak_ref
+    hf_ds._hf_deepspeed_config_weak_ref = None
+    try:
+        yield
+    finally:
+        hf_ds._hf_deepspeed_config_weak_ref = saved
+
+
+@contextlib.contextmanager
+def gathered(model):
+    """All of a ZeRO-3 model's parameters whole on every rank for the block (a forward pass before
+    the DeepSpeed engine exists); nothing to do otherwise."""
+    if not is_partitioned(model):
+        yield
+        return
+    import deepspeed
+
+    with deepspeed.zero.GatheredParameters(list(model.parameters()), modifier_rank=None):
+        yield
+
+
+def gathered_state_dict(model) -> dict | None:
+    """The model's full state dict on rank 0 (CPU tensors), None elsewhere. Collective under ZeRO-3:
+    every rank must call it. Parameters are gathered one module at a time, so no rank ever holds
+    more than one module's worth beyond its shard."""
+    if not is_partitioned(model):
+        return {k: v.detach().cpu() for k, v in model.state_dict().items()} if is_main() else None
+    import deepspeed
+
+    full: dict[int, Any] = {}
+    seen: set[int] = set()  # tied weights appear under two modules: gather once, on every rank alike
+    for module in model.modules():
+        own = [p for p in module.parameters(recurse=False) if id(p) not in seen]
+        if not own:
+            continue
+        seen.update(id(p) for p in own)
+        with deepspeed.zero.GatheredParameters(own, modifier_rank=None):
+            if is_main():
+                for p in own:
+                    full[id(p)] = p.data.detach().cpu().clone()
+    if not is_main():
+        return None
+    return {k: full.get(id(v), v).detach().cpu() for k, v in model.state_dict(keep_vars=True).items()}

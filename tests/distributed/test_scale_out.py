@@ -1,0 +1,205 @@
+"""Several processes, one run, through the real launchers on 2 CPU processes (gloo):
+
+- the `deepspeed` launcher running the `rlhf` app: every stage (the smoke pipeline: sft, generate,
+  reward, dpo, grpo, rloo, eval) under ZeRO-2 and ZeRO-3, each training stage with LoRA and fully
+  fine-tuned (4 launches, each mixing LoRA and full steps); each run dir has the layout one process
+  writes, and a model `from_pretrained` loads whole; the ZeRO-3 checkpoint holds the trained weights;
+- `torchrun` with 2 "nodes" x 1 process meeting at a localhost rendezvous;
+- `accelerate launch`;
+- stage=ppo refused under a launch (exit 2, one message).
+
+Slow (about a minute per launch on 2 cores; DeepSpeed JIT-builds a CPU op on its first launch).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.slow, pytest.mark.distributed]
+
+BIN = Path(sys.executable).parent
+SMOKE_STEPS = ["sft", "generate", "reward", "dpo", "grpo", "rloo", "eval"]
+KINDS = {"sft": "policy", "generate": "data", "reward": "reward", "dpo": "policy", "grpo": "policy",
+         "rloo": "policy", "eval": "eval"}
+
+
+def _port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _env(runs: Path) -> dict:
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT",
+                        "WANDB_API_KEY")}
+    # one thread per process: 2 processes share the 2 cores of a CI runner
+    env.update(RLHF_RUNS_DIR=str(runs), WANDB_MODE="offline", OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1",
+               HF_DATASETS_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
+    return env
+
+
+def _run(cmd: list[str], cwd: Path, env: dict, timeout: int = 900) -> subprocess.CompletedProcess:
+    res = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    res.log = f"$ {' '.join(cmd)}\n--- stdout\n{res.stdout[-6000:]}\n--- stderr\n{res.stderr[-6000:]}"
+    return res
+
+
+def _deepspeed(tmp_path: Path, *overrides: str, timeout: int = 900):
+    runs = tmp_path / "runs"
+    cmd = [str(BIN / "deepspeed"), "--num_gpus", "2", "--master_port", str(_port()), str(BIN / "rlhf"),
+           *overrides, "logger=none"]
+    return _run(cmd, tmp_path, _env(runs), timeout), runs
+
+
+def _layout(run_dir: Path) -> set[str]:
+    """Relative paths of a run dir, minus what legitimately varies (logs)."""
+    return {str(p.relative_to(run_dir)) for p in run_dir.rglob("*") if p.is_file() and p.suffix != ".log"}
+
+
+def _check_loadable(run_dir: Path, kind: str) -> None:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
+
+    cls = AutoModelForCausalLM if kind == "policy" else AutoModelForSequenceClassification
+    model, info = cls.from_pretrained(run_dir / "model", output_loading_info=True)
+    assert not info["missing_keys"] and not info["unexpected_keys"] and not info["mismatched_keys"], info
+    ids = torch.tensor([[1, 403, 407, 261, 378]])
+    out = model(input_ids=ids).logits
+    assert torch.isfinite(out).all() and out.abs().sum() > 0
+
+
+@pytest.fixture(scope="module")
+def one_process_layout(tmp_path_factory) -> dict[str, set[str]]:
+    """The smoke pipeline with LoRA in one plain process: the layout every launch must reproduce."""
+    tmp = tmp_path_factory.mktemp("one")
+    res = _run([str(BIN / "rlhf"), "pipeline=smoke", "peft=lora", "logger=none"], tmp, _env(tmp / "runs"))
+    assert res.returncode == 0, res.log
+    pdir = tmp / "runs/smoke/pipeline"
+    return {step: _layout(pdir / step) for step in SMOKE_STEPS}
+
+
+TRAINING = ["sft", "reward", "dpo", "grpo", "rloo"]
+
+
+def _mixed_pipeline(conf_dir: Path, lora_steps: set[str]) -> None:
+    """conf/pipeline/smoke.yaml with `peft=lora` on some training steps and `peft=none` on the others:
+    two launches then cover every training stage under LoRA and under full fine-tuning."""
+    from omegaconf import OmegaConf
+
+    from tests.conftest import CONF
+
+    cfg = OmegaConf.load(CONF / "pipeline/smoke.yaml")
+    for step in cfg.pipeline.steps:
+        if step.name in TRAINING:
+            step.overrides.append(f"peft={'lora' if step.name in lora_steps else 'none'}")
+    (conf_dir / "pipeline").mkdir(parents=True)
+    OmegaConf.save(cfg, conf_dir / "pipeline/smoke_mixed.yaml")
+    text = (conf_dir / "pipeline/smoke_mixed.yaml").read_text()
+    (conf_dir / "pipeline/smoke_mixed.yaml").write_text("# @package _global_\n" + text)
+
+
+# Each launch mixes LoRA and full steps; with its complement, every (stage, ZeRO stage, LoRA/full) runs once.
+HALF = {"reward", "grpo"}
+MIXES = [("zero2", HALF), ("zero2", set(TRAINING) - HALF), ("zero3", set(TRAINING) - HALF), ("zero3", HALF)]
+
+
+@pytest.mark.parametrize("zero,lora", MIXES, ids=lambda x: x if isinstance(x, str) else "lora=" + "+".join(sorted(x)))
+def test_every_stage_under_the_deepspeed_launcher(tmp_path, one_process_layout, assets, zero, lora):
+    _mixed_pipeline(tmp_path / "conf", lora)
+    res, runs = _deepspeed(tmp_path, "--config-dir", str(tmp_path / "conf"), "pipeline=smoke_mixed",
+                           f"deepspeed={zero}")
+    assert res.returncode == 0, res.log
+    pdir = runs / "smoke/pipeline"
+    # one directory for both ranks, nothing else under runs/, and one summary (rank 0's)
+    assert sorted(p.name for p in runs.rglob("*") if p.is_dir() and p.parent == pdir) == sorted(SMOKE_STEPS)
+    assert {p.relative_to(runs).parts[0] for p in runs.iterdir()} == {"smoke"}
+    assert res.stdout.count("== pipeline summary ==") == 1, res.log
+    assert list(json.loads((pdir / "summary.json").read_text())) == SMOKE_STEPS
+    for step in SMOKE_STEPS:
+        run_dir = pdir / step
+        art = json.loads((run_dir / "artifact.json").read_text())
+        assert art["kind"] == KINDS[step], art
+        assert json.loads((run_dir / "status.json").read_text())["status"] == "finished"
+        expected = one_process_layout[step]
+        if step in TRAINING and step not in lora:  # full fine-tuning: no adapter/
+            expected = {p for p in expected if not p.startswith("adapter/")}
+        assert _layout(run_dir) == expected, (step, _layout(run_dir) ^ expected)
+        if art["kind"] in ("policy", "reward"):
+            _check_loadable(run_dir, art["kind"])
+            assert art["metrics"]["params_total"] > 200_000  # whole-model counts, not one rank's shard
+    for step in ("dpo", "grpo", "rloo", "eval"):
+        ev = json.loads((pdir / step / "eval.json").read_text())
+        assert 1 <= ev["n_prompts"] <= 4 and "kl" in ev
+    # The saved SFT policy is the trained model gathered whole: the trained tensors moved a little
+    # from the pretrained start (4 steps), the others are bit-identical; none was lost, zeroed or
+    # re-initialised. (LoRA: only the adapted projections change, merged.)
+    from safetensors.torch import load_file
+
+    start = load_file(assets / "models/stories260k/model.safetensors")
+    saved = load_file(pdir / "sft/model/model.safetensors")
+    assert set(saved) == set(start)
+    for k, v in start.items():
+        rel = float((saved[k] - v).abs().max() / v.abs().max())
+        trained = "sft" not in lora or k.endswith("_proj.weight")
+        assert (0 < rel < 0.2) if trained else rel == 0, (k, rel)
+
+
+def test_torchrun_two_nodes_one_process_each(tmp_path):
+    """2 "nodes" x 1 process meeting at a c10d rendezvous on localhost; ZeRO-3 SFT, one run dir."""
+    runs = tmp_path / "runs"
+    env = _env(runs)
+    port = _port()
+    args = ["--nnodes", "2", "--nproc_per_node", "1", "--rdzv_backend", "c10d",
+            "--rdzv_endpoint", f"127.0.0.1:{port}", "--rdzv_id", "rlhf-test", str(BIN / "rlhf"),
+            "stage=sft", "debug=smoke", "deepspeed=zero3", "logger=none", "trainer.eval_strategy=no"]
+    logs = [tmp_path / f"node{i}.log" for i in range(2)]  # files, not pipes: a full pipe would block a node
+    nodes = []
+    for log in logs:
+        with open(log, "w") as f:
+            nodes.append(subprocess.Popen([str(BIN / "torchrun"), *args], cwd=tmp_path, env=env, stdout=f,
+                                          stderr=subprocess.STDOUT))
+    try:
+        codes = [n.wait(timeout=600) for n in nodes]
+    finally:
+        for n in nodes:
+            n.kill() if n.poll() is None else None
+    assert codes == [0, 0], "\n".join(log.read_text()[-5000:] for log in logs)
+    dirs = [p for p in (runs / "default/sft").iterdir()]
+    assert len(dirs) == 1, dirs  # both "nodes" agreed on rank 0's timestamped directory
+    assert (dirs[0] / "artifact.json").is_file()
+    _check_loadable(dirs[0], "policy")
+
+
+def test_accelerate_launch(tmp_path):
+    runs = tmp_path / "runs"
+    cmd = [str(BIN / "accelerate"), "launch", "--num_processes", "2", "--num_machines", "1", "--use_deepspeed",
+           "--main_process_port", str(_port()), str(BIN / "rlhf"), "stage=reward", "debug=smoke", "deepspeed=zero2",
+           "logger=none", "model.max_length=64"]
+    res = _run(cmd, tmp_path, _env(runs))
+    assert res.returncode == 0, res.log
+    dirs = list((runs / "default/reward").iterdir())
+    assert len(dirs) == 1 and (dirs[0] / "artifact.json").is_file(), dirs
+    art = json.loads((dirs[0] / "artifact.json").read_text())
+    assert art["kind"] == "reward" and art["metrics"]["eval_accuracy"] is not None
+    _check_loadable(dirs[0], "reward")
+
+
+def test_ppo_is_refused_under_a_launch(tmp_path):
+    """Our PPO loop is single-process: a multi-process launch (here: its environment) or a DeepSpeed
+    config is refused before any process group or model, with one message and exit 2."""
+    env = {**_env(tmp_path / "runs"), "WORLD_SIZE": "2", "RANK": "0", "LOCAL_RANK": "0"}
+    res = _run([str(BIN / "rlhf"), "stage=ppo", "stage.judge=vader", "debug=smoke"], tmp_path, env, timeout=120)
+    assert res.returncode == 2, res.log
+    assert "stage=ppo: our PPO loop runs in one process" in res.stderr and "Traceback" not in res.stderr
+    res = _run([str(BIN / "rlhf"), "stage=ppo", "stage.judge=vader", "deepspeed=zero3"], tmp_path,
+               _env(tmp_path / "runs"), timeout=120)
+    assert res.returncode == 2 and "not under a deepspeed= config" in res.stderr, res.log
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").rglob("*.json"))
