@@ -41,8 +41,9 @@ def position_ids(attention_mask: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def rollout(policy, tokenizer, prompts: list[str], *, max_new_tokens: int, temperature: float = 1.0,
-            top_k: int = 0, top_p: float = 1.0, seed: int = 0) -> Rollout:
-    """One sampled response per prompt, batched and KV-cached, stopped at EOS."""
+            top_k: int = 0, top_p: float = 1.0, seed: int = 0, synced: bool = False) -> Rollout:
+    """One sampled response per prompt, batched and KV-cached, stopped at EOS. `synced`: every rank
+    keeps stepping until all ranks are done (ZeRO-3 gathers each layer collectively)."""
     device = next(policy.parameters()).device
     side = tokenizer.padding_side
     tokenizer.padding_side = "left"
@@ -54,7 +55,7 @@ def rollout(policy, tokenizer, prompts: list[str], *, max_new_tokens: int, tempe
     seqs = policy.generate(
         input_ids=enc.input_ids.to(device), attention_mask=enc.attention_mask.to(device), do_sample=True,
         temperature=temperature, top_k=top_k or None, top_p=top_p, max_new_tokens=max_new_tokens,
-        pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id, synced_gpus=synced,
     )
     P = enc.input_ids.shape[1]
     resp = seqs[:, P:]

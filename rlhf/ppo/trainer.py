@@ -80,25 +80,111 @@ class PPOConfig:
 Scorer = Callable[[list[str], list[str]], list[float]]
 
 
+class PolicyAndValue(torch.nn.Module):
+    """The two trained models as one module: one DeepSpeed engine (one optimizer, one ZeRO
+    partitioning) owns both."""
+
+    def __init__(self, policy, value):
+        super().__init__()
+        self.policy, self.value = policy, value
+
+
+def _world() -> tuple[int, int]:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def fill_deepspeed_config(ds: dict, config: PPOConfig, world_size: int, hidden_size: int) -> dict:
+    """Our PPO's values for the "auto" entries of a conf/deepspeed config (as HF's Trainer fills them)."""
+    import copy
+
+    ds = copy.deepcopy(ds)
+    micro = config.mini_batch_size // config.gradient_accumulation_steps
+    fixed = {"train_micro_batch_size_per_gpu": micro, "gradient_accumulation_steps": config.gradient_accumulation_steps,
+             "train_batch_size": micro * config.gradient_accumulation_steps * world_size,
+             "gradient_clipping": config.max_grad_norm}
+    for k, v in fixed.items():
+        if ds.get(k, "auto") == "auto":
+            ds[k] = v
+    for prec in ("bf16", "fp16"):  # our PPO trains in the model's dtype (fp32 on CPU)
+        if isinstance(ds.get(prec), dict) and ds[prec].get("enabled") == "auto":
+            ds[prec]["enabled"] = False
+    zero = ds.get("zero_optimization", {})
+    for k, v in {"reduce_bucket_size": hidden_size * hidden_size,
+                 "stage3_prefetch_bucket_size": int(0.9 * hidden_size * hidden_size),
+                 "stage3_param_persistence_threshold": 10 * hidden_size}.items():
+        if zero.get(k) == "auto":
+            zero[k] = v
+    opt = ds.get("optimizer", {}).get("params", {})
+    for k, v in {"lr": config.learning_rate, "betas": [0.9, 0.999], "eps": 1e-8,
+                 "weight_decay": config.weight_decay}.items():
+        if opt.get(k) == "auto":
+            opt[k] = v
+    return ds
+
+
+def inference_engine(model, ds: dict):
+    """A frozen model (reference, reward) partitioned by ZeRO-3 like the trained ones, or left whole
+    under ZeRO-1/2 (they shard only optimizer state and gradients, which a frozen model has none of)."""
+    stage = ds.get("zero_optimization", {}).get("stage", 0)
+    if stage != 3:
+        return model
+    import deepspeed
+
+    cfg = {"train_micro_batch_size_per_gpu": 1, "zero_optimization": {
+        k: v for k, v in ds["zero_optimization"].items() if not k.startswith("offload_optimizer")}}
+    engine, *_ = deepspeed.initialize(model=model, config=cfg)
+    engine.eval()
+    return engine.module
+
+
 class PPOTrainer:
+    """Single process, or one of several (torchrun / deepspeed launcher): each rank rolls out its own
+    `rollout_batch_size` prompts; gradients are averaged across ranks (by DeepSpeed under
+    `deepspeed_config`, ZeRO-partitioning policy and value, else by an all-reduce); the KL
+    controller sees the mean KL of all ranks, so every rank keeps the same β."""
+
     def __init__(self, config: PPOConfig, policy, value: ValueModel, tokenizer, scorer: Scorer,
                  prompts: list[str], reference=None, output_dir: Path | None = None,
-                 log_fn: Callable[[dict, int], None] | None = None):
+                 log_fn: Callable[[dict, int], None] | None = None, deepspeed_config: dict | None = None):
         self.cfg, self.policy, self.value, self.tokenizer = config, policy, value, tokenizer
         self.scorer, self.prompts, self.ref_model = scorer, list(prompts), reference
         self.output_dir = Path(output_dir) if output_dir else None
         self.log_fn = log_fn
+        self.rank, self.world_size = _world()
         lr_v = config.value_learning_rate or config.learning_rate
         params = [
             {"params": [p for p in policy.parameters() if p.requires_grad], "lr": config.learning_rate},
             {"params": [p for p in value.parameters() if p.requires_grad], "lr": lr_v},
         ]
-        self.optimizer = torch.optim.AdamW(params, weight_decay=config.weight_decay)
+        self.engine = None
+        self.zero3 = False
+        if deepspeed_config is not None:
+            import deepspeed
+
+            hidden = int(getattr(policy.config, "hidden_size", 0) or 1024)
+            ds = fill_deepspeed_config(deepspeed_config, config, self.world_size, hidden)
+            self.zero3 = ds.get("zero_optimization", {}).get("stage", 0) == 3
+            both = PolicyAndValue(policy, value)
+            if "optimizer" in ds:  # DeepSpeed's own optimizer (e.g. CPU Adam for offload)
+                self.engine, self.optimizer, _, _ = deepspeed.initialize(model=both, model_parameters=params, config=ds)
+            else:
+                opt = torch.optim.AdamW(params, weight_decay=config.weight_decay)
+                self.engine, self.optimizer, _, _ = deepspeed.initialize(model=both, optimizer=opt, config=ds)
+            if reference is not None:
+                self.ref_model = inference_engine(reference, ds)
+            if hasattr(scorer, "model"):
+                scorer.model = inference_engine(scorer.model, ds)
+        else:
+            self.optimizer = torch.optim.AdamW(params, weight_decay=config.weight_decay)
         self.kl_ctl = (core.AdaptiveKLController(config.kl_coef, config.kl_target, config.kl_horizon)
                        if config.kl_control == "adaptive" else core.FixedKLController(config.kl_coef))
         self.iteration = 0
         self.history: list[dict] = []
-        self._rng = random.Random(config.seed)
+        self._rng = random.Random(config.seed + 1009 * self.rank)  # each rank its own prompt order
         self._order: list[int] = []
 
     # ---- data -------------------------------------------------------------------------------
@@ -120,7 +206,8 @@ class PPOTrainer:
         t0 = time.perf_counter()
         ro = rollout(self.policy, self.tokenizer, self._next_prompts(), max_new_tokens=c.max_new_tokens,
                      temperature=c.temperature, top_k=c.top_k, top_p=c.top_p,
-                     seed=c.seed * 1_000_003 + self.iteration)
+                     seed=c.seed * 1_000_003 + self.iteration * 7_919 + self.rank,
+                     synced=self.zero3 and self.world_size > 1)
         rollout_s = time.perf_counter() - t0
         mask = ro.response_mask.float()
         old_logp, entropy = logprobs_and_entropy(self.policy, ro, c.temperature)
@@ -181,7 +268,11 @@ class PPOTrainer:
                     v = self.value(sub)
                     vf, vf_stats = core.value_loss(v, exp["values"][idx], exp["returns"][idx], mask,
                                                    c.value_clip_range)
-                    ((pg + c.vf_coef * vf) / c.gradient_accumulation_steps).backward()
+                    if self.engine is not None:  # scales by 1/accumulation, steps at the boundary
+                        self.engine.backward(pg + c.vf_coef * vf)
+                        self.engine.step()
+                    else:
+                        ((pg + c.vf_coef * vf) / c.gradient_accumulation_steps).backward()
                     n_tokens += int(mask.sum())
                     for k, val in (("loss/policy", pg.item()), ("loss/value", vf.item()),
                                    ("policy/approxkl", pg_stats["approxkl"].item()),
@@ -190,7 +281,13 @@ class PPOTrainer:
                                    ("val/clipfrac", vf_stats["clipfrac"].item()),
                                    ("policy/entropy", core.masked_mean(entropy.detach(), mask).item())):
                         agg.setdefault(k, []).append(val)
+                if self.engine is not None:
+                    gn = self.engine.get_global_grad_norm()
+                    agg.setdefault("grad_norm", []).append(float(gn) if gn is not None else float("nan"))
+                    continue
                 params = [p for g in self.optimizer.param_groups for p in g["params"]]
+                if self.world_size > 1:
+                    _average_gradients(params, self.world_size)
                 gn = torch.nn.utils.clip_grad_norm_(params, c.max_grad_norm)
                 agg.setdefault("grad_norm", []).append(float(gn))
                 self.optimizer.step()
@@ -204,15 +301,15 @@ class PPOTrainer:
         from tqdm.auto import tqdm
 
         c = self.cfg
-        bar = tqdm(total=c.total_iterations, initial=self.iteration, desc="PPO", disable=not progress)
+        bar = tqdm(total=c.total_iterations, initial=self.iteration, desc="PPO", disable=not progress or self.rank != 0)
         while self.iteration < c.total_iterations:
             exp = self.make_experience()
-            stats = {**exp["stats"], **self.optimise(exp)}
+            stats = _mean_over_ranks({**exp["stats"], **self.optimise(exp)}, self.world_size)
             self.kl_ctl.update(stats["objective/kl"], c.rollout_batch_size)
             self.iteration += 1
             stats["iteration"] = self.iteration
             self.history.append(stats)
-            if self.log_fn and self.iteration % c.logging_every == 0:
+            if self.log_fn and self.rank == 0 and self.iteration % c.logging_every == 0:
                 self.log_fn(stats, self.iteration)
             bar.set_postfix(score=f"{stats['objective/scores']:.3f}", kl=f"{stats['objective/kl']:.2f}",
                             beta=f"{stats['kl_coef']:.3f}")
@@ -224,35 +321,78 @@ class PPOTrainer:
         return self.history
 
     # ---- checkpoints --------------------------------------------------------------------------
+    def _barrier(self) -> None:
+        if self.world_size > 1:
+            import torch.distributed as dist
+
+            dist.barrier()
+
+    def _state_name(self) -> str:
+        return "trainer_state.json" if self.rank == 0 else f"trainer_state-{self.rank}.json"
+
     def save_checkpoint(self) -> Path:
-        """checkpoints/iter-N/: policy + value weights, optimizer, KL controller, data order, history."""
+        """checkpoints/iter-N/: policy + value weights and optimizer (a DeepSpeed checkpoint under
+        DeepSpeed), KL controller, each rank's data order, history. Collective on several ranks."""
         root = self.output_dir / "checkpoints"
-        tmp = root / f".iter-{self.iteration}.tmp"
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        torch.save({"policy": {k: v for k, v in self.policy.state_dict().items()},
-                    "value": self.value.state_dict(), "optimizer": self.optimizer.state_dict()}, tmp / "state.pt")
-        (tmp / "trainer_state.json").write_text(json.dumps({
-            "iteration": self.iteration, "kl_ctl": self.kl_ctl.state_dict(), "order": self._order,
-            "rng": self._rng.getstate()[1], "history": self.history}, default=float))
-        final = root / f"iter-{self.iteration}"
-        tmp.rename(final)  # complete or absent, never half-written
-        for old in root.glob("iter-*"):
-            if old != final:
-                shutil.rmtree(old, ignore_errors=True)
+        tmp, final = root / f".iter-{self.iteration}.tmp", root / f"iter-{self.iteration}"
+        if self.rank == 0:
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
+        self._barrier()
+        if self.engine is not None:
+            self.engine.save_checkpoint(str(tmp), tag="engine")
+        elif self.rank == 0:  # replicas: rank 0's weights are everyone's
+            torch.save({"policy": dict(self.policy.state_dict()), "value": self.value.state_dict(),
+                        "optimizer": self.optimizer.state_dict()}, tmp / "state.pt")
+        meta = {"iteration": self.iteration, "kl_ctl": self.kl_ctl.state_dict(), "order": self._order,
+                "rng": self._rng.getstate()[1], "history": self.history}
+        if self.rank != 0:
+            (tmp / self._state_name()).write_text(json.dumps(meta, default=float))
+        self._barrier()
+        if self.rank == 0:
+            (tmp / self._state_name()).write_text(json.dumps(meta, default=float))  # last: marks it complete
+            tmp.rename(final)  # complete or absent, never half-written
+            for old in root.glob("iter-*"):
+                if old != final:
+                    shutil.rmtree(old, ignore_errors=True)
+        self._barrier()
         return final
 
     def load_checkpoint(self, path: Path) -> None:
-        state = torch.load(path / "state.pt", map_location="cpu", weights_only=True)
-        self.policy.load_state_dict(state["policy"])
-        self.value.load_state_dict(state["value"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        meta = json.loads((path / "trainer_state.json").read_text())
+        if self.engine is not None:
+            self.engine.load_checkpoint(str(path), tag="engine")
+        else:
+            state = torch.load(path / "state.pt", map_location="cpu", weights_only=True)
+            self.policy.load_state_dict(state["policy"])
+            self.value.load_state_dict(state["value"])
+            self.optimizer.load_state_dict(state["optimizer"])
+        meta = json.loads((path / self._state_name()).read_text())
         self.iteration = int(meta["iteration"])
         self.kl_ctl.load_state_dict(meta["kl_ctl"])
         self._order = list(meta["order"])
         self._rng.setstate((3, tuple(meta["rng"]), None))
         self.history = list(meta["history"])
+
+
+def _average_gradients(params, world_size: int) -> None:
+    import torch.distributed as dist
+
+    for p in params:
+        if p.grad is not None:
+            dist.all_reduce(p.grad)
+            p.grad /= world_size
+
+
+def _mean_over_ranks(stats: dict, world_size: int) -> dict:
+    """Every rank gets the mean of every statistic (so all see the same KL for the controller)."""
+    if world_size == 1:
+        return stats
+    import torch.distributed as dist
+
+    keys = sorted(stats)
+    t = torch.tensor([float(stats[k]) for k in keys], dtype=torch.float64)
+    dist.all_reduce(t)
+    return {k: v / world_size for k, v in zip(keys, t.tolist(), strict=True)}
 
 
 def last_checkpoint(output_dir: Path) -> Path | None:
