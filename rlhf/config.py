@@ -80,7 +80,6 @@ ZERO_STAGES = (0, 1, 2, 3)
 
 def _scale_out_problems(cfg) -> list[str]:
     """What a multi-process launch or a DeepSpeed config cannot do, said before a process group starts."""
-    from .distributed import launched, world_size
 
     out = []
     ds = cfg.get("deepspeed")
@@ -89,10 +88,6 @@ def _scale_out_problems(cfg) -> list[str]:
         stage = zero.get("stage") if zero is not None else None
         if stage not in ZERO_STAGES:
             out.append(f"deepspeed.zero_optimization.stage: {stage!r} is not one of {', '.join(map(str, ZERO_STAGES))}")
-    if cfg.mode == "train" and cfg.stage.name == "ppo" and (launched() or ds is not None):
-        how = f"a {world_size()}-process launch" if launched() else "a deepspeed= config"
-        out.append(f"stage=ppo: our PPO loop runs in one process without DeepSpeed, not under {how}; run it "
-                   "as plain `rlhf stage=ppo ...`, or use stage=grpo / stage=rloo (TRL) to scale out")
     return out
 
 

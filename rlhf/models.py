@@ -172,13 +172,14 @@ def count_parameters(model) -> dict[str, int]:
     return {"params_total": total, "params_trainable": trainable}
 
 
-def save_model(model, tokenizer, run_dir: Path, engine=None) -> tuple[str, str | None]:
+def save_model(model, tokenizer, run_dir: Path, engine=None, subdir: str = "model") -> tuple[str, str | None]:
     """Save in Hugging Face format (safetensors). A PEFT model saves its adapter and a merged copy.
 
     Every rank calls it; rank 0 writes. Under ZeRO-3 the shards are first gathered into one full
     state dict on rank 0 (`rlhf.distributed.gathered_state_dict`), so the result is the same
     ordinary checkpoint one process writes. `engine`: the DeepSpeed engine that trained the model
-    (its parameter prefetches are settled first). Returns (model_dir, adapter_dir) relative to run_dir.
+    (its parameter prefetches are settled first); `subdir`: where in run_dir the model goes (PPO's
+    value model: "value"). Returns (model_dir, adapter_dir) relative to run_dir.
     """
     from .distributed import gathered_state_dict, is_main, is_partitioned
 
@@ -192,22 +193,22 @@ def save_model(model, tokenizer, run_dir: Path, engine=None) -> tuple[str, str |
             engine.empty_partition_cache()  # no parameter left in flight from the last forward pass
         state = gathered_state_dict(model)  # collective: every rank gathers, rank 0 keeps
         if is_main():
-            _save_from_state_dict(model, state, tokenizer, run_dir)
-        return "model", adapter_dir
+            _save_from_state_dict(model, state, tokenizer, run_dir, subdir)
+        return subdir, adapter_dir
     if not is_main():
-        return ("adapter" if four_bit else "model"), adapter_dir
+        return ("adapter" if four_bit else subdir), adapter_dir
     if peft:
         model.save_pretrained(run_dir / "adapter", safe_serialization=True)
         tokenizer.save_pretrained(run_dir / "adapter")
         if four_bit:
             return "adapter", adapter_dir  # a 4-bit base is not merged; load base + adapter
         model = model.merge_and_unload()
-    model.save_pretrained(run_dir / "model", safe_serialization=True)
-    tokenizer.save_pretrained(run_dir / "model")
-    return "model", adapter_dir
+    model.save_pretrained(run_dir / subdir, safe_serialization=True)
+    tokenizer.save_pretrained(run_dir / subdir)
+    return subdir, adapter_dir
 
 
-def _save_from_state_dict(model, state: dict, tokenizer, run_dir: Path) -> None:
+def _save_from_state_dict(model, state: dict, tokenizer, run_dir: Path, subdir: str = "model") -> None:
     """Rank 0, ZeRO-3: write a gathered state dict through an unpartitioned copy of the model, built
     on the meta device (no memory, no init) and given the gathered tensors; LoRA is merged there."""
     import copy
@@ -235,5 +236,5 @@ def _save_from_state_dict(model, state: dict, tokenizer, run_dir: Path) -> None:
         clone.save_pretrained(run_dir / "adapter", safe_serialization=True)
         tokenizer.save_pretrained(run_dir / "adapter")
         clone = clone.merge_and_unload()
-    clone.save_pretrained(run_dir / "model", safe_serialization=True)
-    tokenizer.save_pretrained(run_dir / "model")
+    clone.save_pretrained(run_dir / subdir, safe_serialization=True)
+    tokenizer.save_pretrained(run_dir / subdir)

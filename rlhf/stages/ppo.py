@@ -12,6 +12,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from .. import distributed
 from . import common
 
 log = logging.getLogger(__name__)
@@ -23,7 +24,7 @@ def run(cfg: DictConfig, run_dir: Path):
 
     from ..errors import UserError
     from ..generation import RewardScorer
-    from ..models import build_policy, count_parameters, load_tokenizer, resolve_source
+    from ..models import build_policy, count_parameters, load_tokenizer, resolve_source, save_model
     from ..ppo import PPOConfig, PPOTrainer, ValueModel, kl_trace_summary, last_checkpoint
     from ..reward.functions import resolve
 
@@ -69,9 +70,10 @@ def run(cfg: DictConfig, run_dir: Path):
                  "adapter disabled" if lora else "frozen copy of the SFT model", value_src,
                  st.reward_model or st.judge)
 
-        log_fn = _logger(ctx)
+        log_fn = _logger(ctx) if distributed.is_main() else None
+        ds = OmegaConf.to_container(cfg.deepspeed, resolve=True) if distributed.uses_deepspeed(cfg) else None
         trainer = PPOTrainer(ppo_cfg, policy, value, tokenizer, scorer, prompts, reference=reference,
-                             output_dir=ctx.run_dir, log_fn=log_fn)
+                             output_dir=ctx.run_dir, log_fn=log_fn, deepspeed_config=ds)
         ckpt = last_checkpoint(ctx.run_dir)
         if ckpt:
             log.info("resuming from %s", ckpt)
@@ -81,6 +83,7 @@ def run(cfg: DictConfig, run_dir: Path):
         first, last = history[0], history[-1]
         metrics: dict = {
             "prompts": len(prompts), "iterations": len(history), **count_parameters(policy),
+            "world_size": trainer.world_size, "rollouts_per_iteration": ppo_cfg.rollout_batch_size * trainer.world_size,
             "reference_in_memory": reference is not None,
             "score_first": first["objective/scores"], "score_last": last["objective/scores"],
             "kl_last": last["objective/kl"], "kl_coef_last": last["kl_coef"],
@@ -90,14 +93,15 @@ def run(cfg: DictConfig, run_dir: Path):
         }
         from ..artifacts import write_json_atomic
 
-        write_json_atomic(ctx.run_dir / "ppo_history.json", history)
+        if distributed.is_main():
+            write_json_atomic(ctx.run_dir / "ppo_history.json", history)
         log.info("PPO: score %.3f -> %.3f, KL %.2f nats (beta %.4f)", metrics["score_first"], metrics["score_last"],
                  metrics["kl_last"], metrics["kl_coef_last"])
-        if evaluator is not None:
-            metrics["policy_eval"] = evaluator.run(ctx, trainer.policy, reference)
-        value.save_pretrained(ctx.run_dir / "value")
-        return common.finish(ctx, kind="policy", model=trainer.policy, tokenizer=tokenizer, metrics=metrics,
-                             extra={"reference_dir": init_art.run_dir if init_art else source, "value_dir": "value"})
+        save_model(value.seq, tokenizer, ctx.run_dir, trainer.engine, subdir="value")  # collective under ZeRO-3
+        return common.finish_policy(ctx, evaluator, trainer.policy, tokenizer, metrics, source=source,
+                                    reference=trainer.ref_model if ds is None else None, engine=trainer.engine,
+                                    extra={"reference_dir": init_art.run_dir if init_art else source,
+                                           "value_dir": "value"})
 
 
 def _logger(ctx):
