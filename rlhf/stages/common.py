@@ -100,6 +100,18 @@ def load_data(cfg: DictConfig, tokenizer, truncation_side: str):
     return splits
 
 
+def online_rl_inputs(cfg: DictConfig):
+    """What the online RL stages (ppo, grpo, rloo) start from: the policy's source and artifact, its
+    tokenizer, the data splits, and the distinct prompts of the train split (in order)."""
+    from ..models import load_tokenizer, resolve_source
+
+    source, init_art = resolve_source(cfg.model, ("policy",))
+    tokenizer = load_tokenizer(cfg.model, source)
+    splits = load_data(cfg, tokenizer, truncation_side="left")
+    prompts = list(dict.fromkeys(r["prompt"] for r in splits.train if r.get("prompt")))
+    return source, init_art, tokenizer, splits, prompts
+
+
 def finish(ctx: StageContext, *, kind: str, model, tokenizer, metrics: dict[str, Any],
            extra: dict[str, Any] | None = None, saved: tuple[str | None, str | None] | None = None,
            engine=None) -> Artifact:

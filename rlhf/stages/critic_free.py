@@ -40,17 +40,14 @@ def run(cfg: DictConfig, run_dir: Path):
     import trl
     from datasets import Dataset
 
-    from ..models import build_policy, count_parameters, load_tokenizer, resolve_source
+    from ..models import build_policy, count_parameters
 
     name = cfg.stage.name
     config_cls, trainer_cls = {"grpo": (trl.GRPOConfig, trl.GRPOTrainer),
                                "rloo": (trl.RLOOConfig, trl.RLOOTrainer)}[name]
     rd, ctx = common.start(cfg, run_dir)
     with rd:
-        source, init_art = resolve_source(cfg.model, ("policy",))
-        tokenizer = load_tokenizer(cfg.model, source)
-        splits = common.load_data(cfg, tokenizer, truncation_side="left")
-        prompts = list(dict.fromkeys(r["prompt"] for r in splits.train if r.get("prompt")))
+        source, init_art, tokenizer, splits, prompts = common.online_rl_inputs(cfg)
         funcs, reward_names = reward_functions(cfg.stage)
         evaluator = common.PolicyEvaluator.from_config(cfg, tokenizer, splits)
         common.begin(ctx)

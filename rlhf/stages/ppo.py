@@ -24,7 +24,7 @@ def run(cfg: DictConfig, run_dir: Path):
 
     from ..errors import UserError
     from ..generation import RewardScorer
-    from ..models import build_policy, count_parameters, load_tokenizer, resolve_source, save_model
+    from ..models import build_policy, count_parameters, save_model
     from ..ppo import PPOConfig, PPOTrainer, ValueModel, kl_trace_summary, last_checkpoint
     from ..reward.functions import resolve
 
@@ -35,10 +35,7 @@ def run(cfg: DictConfig, run_dir: Path):
         raise UserError(f"trainer: {e}") from None
     rd, ctx = common.start(cfg, run_dir)
     with rd:
-        source, init_art = resolve_source(cfg.model, ("policy",))
-        tokenizer = load_tokenizer(cfg.model, source)
-        splits = common.load_data(cfg, tokenizer, truncation_side="left")
-        prompts = list(dict.fromkeys(r["prompt"] for r in splits.train if r.get("prompt")))
+        source, init_art, tokenizer, splits, prompts = common.online_rl_inputs(cfg)
         if st.reward_model:
             scorer = RewardScorer.from_artifact(st.reward_model, what="stage.reward_model")
         elif st.judge:
