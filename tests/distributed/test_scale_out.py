@@ -193,3 +193,27 @@ def test_accelerate_launch(tmp_path):
     art = json.loads((dirs[0] / "artifact.json").read_text())
     assert art["kind"] == "reward" and art["metrics"]["eval_accuracy"] is not None
     _check_loadable(dirs[0], "reward")
+
+
+def test_ppo_data_parallel_without_deepspeed(tmp_path):
+    """torchrun, 2 processes, no deepspeed=: our PPO averages gradients by all-reduce, each rank rolls
+    out its own prompts, the two ranks keep one β; one run dir with the one-process layout."""
+    runs, env = tmp_path / "runs", _env(tmp_path / "runs")
+    for args in (["debug=smoke", f"run_dir={tmp_path / 'sft'}", "trainer.eval_strategy=no"],
+                 ["stage=reward", "debug=smoke", f"model.init_from={tmp_path / 'sft'}", "model.max_length=64",
+                  f"run_dir={tmp_path / 'rm'}", "trainer.eval_strategy=no"]):
+        res = _run([str(BIN / "rlhf"), *args, "logger=none"], tmp_path, env)
+        assert res.returncode == 0, res.log
+    res = _run([str(BIN / "torchrun"), "--nproc_per_node", "2", "--master_port", str(_port()), str(BIN / "rlhf"),
+                "stage=ppo", "debug=smoke", f"model.init_from={tmp_path / 'sft'}", f"stage.reward_model={tmp_path / 'rm'}",
+                "model.max_length=64", "evaluation.max_prompts=4", "evaluation.generation.max_new_tokens=8",
+                "logger=none"], tmp_path, env)
+    assert res.returncode == 0, res.log
+    dirs = list((runs / "default/ppo").iterdir())
+    assert len(dirs) == 1, dirs
+    art = json.loads((dirs[0] / "artifact.json").read_text())
+    assert art["metrics"]["world_size"] == 2 and art["metrics"]["rollouts_per_iteration"] == 16
+    history = json.loads((dirs[0] / "ppo_history.json").read_text())
+    assert len(history) == 2 and history[1]["policy/approxkl"] > 0  # the policy moved between rollouts
+    _check_loadable(dirs[0], "policy")
+    _check_loadable(dirs[0] / "value", "value")
