@@ -11,19 +11,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
+# The demo's gold judge (VADER compound sentiment in [-1, 1]) and the word-count baseline.
+from rlhf.judges import length, vader
+
 RewardFn = Callable[[Sequence[str], Sequence[str]], list[float]]
-
-
-def vader(prompts: Sequence[str], completions: Sequence[str]) -> list[float]:
-    """VADER compound sentiment in [-1, 1] of each completion (the demo's gold judge)."""
-    from rlhf.judges import vader as _vader
-
-    return _vader(prompts, completions)
-
-
-def length(prompts: Sequence[str], completions: Sequence[str]) -> list[float]:
-    """Word count: what length alone would buy (a reward-hacking baseline)."""
-    return [float(len(c.split())) for c in completions]
 
 
 def brevity(prompts: Sequence[str], completions: Sequence[str]) -> list[float]:
