@@ -93,7 +93,8 @@ class ValueModel(nn.Module):
 
     Built from a sequence-classification model (a reward-model artifact, or a causal LM loaded with
     a fresh head), whose `score` head is applied to every hidden state instead of only the last.
-    Saved as that sequence-classification model, so any Hugging Face tool loads it.
+    Saved as that sequence-classification model (`rlhf.models.save_model(value.seq, ...)`, gathered
+    whole under ZeRO-3), so any Hugging Face tool loads it.
     """
 
     def __init__(self, seq_cls_model):
@@ -110,9 +111,6 @@ class ValueModel(nn.Module):
                           position_ids=position_ids(ro.attention_mask)).last_hidden_state
         P = ro.prompt_width
         return self.seq.score(h[:, P - 1 : -1]).squeeze(-1).float()
-
-    def save_pretrained(self, path) -> None:
-        self.seq.save_pretrained(path, safe_serialization=True)
 
 
 def reference_context(policy, reference):
