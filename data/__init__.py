@@ -1,20 +1,25 @@
-"""Data layer (imported as ``rlhf.data``): sources, presets, validation, split and preflight.
+"""Data layer (imported as ``rlhf.data``): sources, presets, validation, encoding, split and preflight.
 
 Stages depend on exactly this API:
 
-    splits = load_splits(cfg, tokenizer=None, max_length=None, truncation_side="right")
-    report = preflight(cfg, tokenizer=None, max_length=None)
-    print(format_preflight(report))
+    encoder = SFTEncoder(tokenizer, max_length)          # or PreferenceEncoder, RewardEncoder, PromptEncoder
+    splits = load_splits(cfg, encoder)                    # rows, the trainer's features, the row ledger
+    report = preflight(cfg, encoder); print(format_preflight(report))
 
-Rows are plain dicts in one of three canonical kinds (rank 0 = best, ties allowed):
-    sft:    {"prompt", "completion"} | {"messages": [{"role", "content"}, ...]} | {"text"}
-    pair:   {"prompt", "chosen", "rejected", "margin"?}
+Rows are plain dicts in one of three canonical kinds (rank 0 = best, ties allowed), each text field
+either a string (TRL's standard format) or a list of {"role", "content"} messages (conversational):
+    sft:    {"prompt", "completion"} | {"messages": [...]} | {"text"}
+    pair:   {"prompt", "chosen", "rejected", "margin"?}  (or implicit prompt: {"chosen", "rejected"})
     ranked: {"prompt", "responses": [...], "ranks": [...]}
 This package knows nothing of Hydra or stages; bad data raises `rlhf.errors.UserError`.
 """
 
 from .config import DataConfig
-from .loader import Splits, load_splits
+from .encode import Encoded, Encoder, PreferenceEncoder, PromptEncoder, RewardEncoder, SFTEncoder, prompt_of
+from .loader import Ledger, Splits, load_splits
 from .preflight import format_preflight, preflight
 
-__all__ = ["DataConfig", "Splits", "format_preflight", "load_splits", "preflight"]
+__all__ = [
+    "DataConfig", "Encoded", "Encoder", "Ledger", "PreferenceEncoder", "PromptEncoder", "RewardEncoder",
+    "SFTEncoder", "Splits", "format_preflight", "load_splits", "preflight", "prompt_of",
+]

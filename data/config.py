@@ -19,8 +19,8 @@ from rlhf.errors import UserError, did_you_mean
 from .rows import KINDS
 
 FORMATS = ("canonical", "tinystories", "hh_rlhf", "oasst_trees")
-# The kind of rows each preset produces; `canonical` rows can be any kind.
-FORMAT_KIND = {"tinystories": "sft", "hh_rlhf": "pair", "oasst_trees": "ranked"}
+# The kinds of rows each preset can produce; `canonical` rows can be any kind.
+FORMAT_KIND = {"tinystories": ("sft",), "hh_rlhf": ("pair",), "oasst_trees": ("ranked", "sft")}
 ON_INVALID = ("error", "drop")
 MISSING = "???"  # OmegaConf's marker for a mandatory value left unset
 
@@ -39,6 +39,9 @@ class DataConfig:
     on_invalid: str = "error"  # error | drop
     dedupe: bool = True
     seed: int = 42
+    # TRL's conversational format (message lists) for dialogue presets and, when true, plain-text rows:
+    # auto = when the tokenizer has a chat template | true | false
+    conversational: bool | str = "auto"
 
     def __post_init__(self) -> None:
         if isinstance(self.source, os.PathLike):
@@ -99,10 +102,11 @@ def _value_problems(v: dict[str, Any]) -> list[str]:
             out.append("data.source: missing; set it to a .jsonl/.json/.parquet path or hf:<dataset name>")
         elif not isinstance(s, str) or not s.strip():
             out.append(f"data.source: expected a path or hf:<name>, got {s!r}")
-    if v.get("format") in FORMAT_KIND and v.get("kind") in KINDS and FORMAT_KIND[v["format"]] != v["kind"]:
-        out.append(
-            f"data.kind: format {v['format']} produces {FORMAT_KIND[v['format']]} rows, but kind is {v['kind']}"
-        )
+    if v.get("format") in FORMAT_KIND and v.get("kind") in KINDS and v["kind"] not in FORMAT_KIND[v["format"]]:
+        out.append(f"data.kind: format {v['format']} produces {' or '.join(FORMAT_KIND[v['format']])} rows, "
+                   f"but kind is {v['kind']}")
+    if "conversational" in v and v["conversational"] not in (True, False, "auto"):
+        out.append(f"data.conversational: expected auto, true or false, got {v['conversational']!r}")
     if "hf_split" in v and (not isinstance(v["hf_split"], str) or not v["hf_split"]):
         out.append(f"data.hf_split: expected a split name such as 'train', got {v['hf_split']!r}")
     if "eval_fraction" in v:

@@ -1,8 +1,9 @@
 """`preflight`: what a data config would give a trainer, measured before any model is built.
 
-It runs the same reading, conversion and validation as `load_splits` but reports bad rows instead
-of raising for them, and adds what decides max_length: token-length quantiles of the full texts
-and the share of rows that max_length would cut. Config mistakes and missing files still raise.
+It runs the same reading, conversion, validation and encoding as `load_splits` (the stage's own
+encoder: the same token ids, the same truncation rule) but reports bad rows instead of raising for
+them, and adds what decides max_length: token-length quantiles, the share of rows max_length cuts,
+and for SFT the share of tokens that carry loss. Config mistakes and missing files still raise.
 """
 
 from __future__ import annotations
@@ -11,11 +12,13 @@ import difflib
 from collections import Counter
 from typing import Any
 
+import numpy as np
+
 from .config import DataConfig
-from .loader import mark_truncated, prepare
-from .rows import Item, valid_rows
+from .encode import Encoder
+from .loader import encode_items, prepare
+from .rows import Item
 from .split import split_indices
-from .tokens import encode_rows, quantiles
 from .validate import row_key
 
 N_EXAMPLES = 5  # example messages per invalid reason
@@ -24,57 +27,66 @@ N_EXAMPLES = 5  # example messages per invalid reason
 NEAR_IDENTICAL = 0.9
 
 
-def preflight(
-    cfg: DataConfig,
-    tokenizer: Any = None,
-    max_length: int | None = None,
-    truncation_side: str | None = None,
-) -> dict[str, Any]:
-    """A JSON-serialisable report; truncation_side defaults to right for sft, left for pair/ranked."""
-    side = truncation_side or ("right" if cfg.kind == "sft" else "left")
-    prepared = prepare(cfg)
+def preflight(cfg: DataConfig, encoder: Encoder | None = None) -> dict[str, Any]:
+    """A JSON-serialisable report of the rows `load_splits(cfg, encoder)` would give a trainer."""
+    prepared = prepare(cfg, getattr(encoder, "tok", None))
+    if encoder is not None:
+        encode_items(prepared, encoder, cfg.source)
     items = prepared.items
-    tokens = None if tokenizer is None else _token_report(items, cfg.kind, tokenizer, max_length, side)
-    good = valid_rows(items)
-    train_idx, eval_idx = split_indices(
-        [row_key(r) for r in good], cfg.eval_fraction, cfg.eval_rows, cfg.seed
-    )
+    good = [i for i, item in enumerate(items) if item.ok]
+    train_idx, eval_idx = split_indices([row_key(items[i].row) for i in good], cfg.eval_fraction, cfg.eval_rows,
+                                        cfg.seed)
     report: dict[str, Any] = {
         "source": cfg.source,
         "format": cfg.format,
         "kind": cfg.kind,
+        "on_invalid": cfg.on_invalid,
+        "conversational": prepared.conversational,
         "rows_read": prepared.n_raw,
         "rows": len(items),
         "valid": len(good),
         "split": {"train": len(train_idx), "eval": len(eval_idx)},
         "invalid": _invalid_report(items),
         "duplicates": sum(1 for item in items for p in item.problems if p.reason == "duplicate"),
-        "tokens": tokens,
+        "tokens": None if encoder is None else _token_report(prepared.encoded, encoder),
+        "warnings": [],
     }
+    if prepared.plain_rows_with_template:
+        report["warnings"].append(
+            f"{prepared.plain_rows_with_template} rows are plain text although the tokenizer has a chat template: "
+            "they are trained as plain text (TRL's standard format); set data.conversational=true to wrap each "
+            "prompt as a user turn and each response as the assistant's")
     if cfg.kind == "pair":
-        report["pairs"] = {"near_identical_share": _near_identical_share(good), "threshold": NEAR_IDENTICAL}
+        report["pairs"] = {"near_identical_share": _near_identical_share([items[i].row for i in good]),
+                           "threshold": NEAR_IDENTICAL}
     return report
 
 
-def _token_report(
-    items: list[Item], kind: str, tokenizer: Any, max_length: int | None, side: str
-) -> dict[str, Any]:
-    """Length quantiles of the valid rows' full texts; with max_length, flags `truncated_empty` too."""
-    valid = valid_rows(items)
-    encoded = encode_rows(valid, kind, tokenizer, max_length, side)
-    tokens: dict[str, Any] = {
-        "tokenizer": getattr(tokenizer, "name_or_path", type(tokenizer).__name__),
-        "full_text": quantiles([n for row_lengths in encoded.lengths for n in row_lengths]),
+def _token_report(encoded: dict, encoder: Encoder) -> dict[str, Any]:
+    encs = list(encoded.values())
+    lengths = [n for e in encs for n in e.lengths]
+    out: dict[str, Any] = {
+        "tokenizer": getattr(encoder.tok, "name_or_path", type(encoder.tok).__name__),
+        "chat_template": bool(getattr(encoder.tok, "chat_template", None)),
+        "full_text": quantiles(lengths),
+        "max_length": encoder.max_length,
+        "rule": encoder.rule,
+        "truncated_rows": sum(e.truncated for e in encs),
+        "truncated_share": _share(sum(e.truncated for e in encs), len(encs)),
     }
-    if max_length is not None:
-        cut = sum(1 for row_lengths in encoded.lengths if max(row_lengths) > max_length)
-        tokens |= {
-            "max_length": max_length,
-            "truncation_side": side,
-            "truncated_share": _share(cut, len(valid)),
-        }
-        mark_truncated(items, kind, tokenizer, max_length, side, encoded)
-    return tokens
+    if any(e.trained_tokens for e in encs):
+        out["trained_tokens"] = sum(e.trained_tokens for e in encs)
+        out["tokens"] = sum(e.tokens for e in encs)
+        out["trained_token_share"] = _share(out["trained_tokens"], out["tokens"])
+    return out
+
+
+def quantiles(lengths: list[int]) -> dict[str, int]:
+    """p50 / p90 / p99 / max of token lengths (empty dict for no rows)."""
+    if not lengths:
+        return {}
+    p50, p90, p99 = np.percentile(np.asarray(lengths), [50, 90, 99])
+    return {"p50": int(round(p50)), "p90": int(round(p90)), "p99": int(round(p99)), "max": int(max(lengths))}
 
 
 def _invalid_report(items: list[Item]) -> dict[str, Any]:
@@ -86,28 +98,24 @@ def _invalid_report(items: list[Item]) -> dict[str, Any]:
             found = examples.setdefault(item.problems[0].reason, [])
             if len(found) < N_EXAMPLES:
                 found.append("; ".join(p.message(item.origin) for p in item.problems))
-    return {
-        "total": sum(by_reason.values()),
-        "by_reason": dict(by_reason.most_common()),
-        "examples": examples,
-    }
+    return {"total": sum(by_reason.values()), "by_reason": dict(by_reason.most_common()), "examples": examples}
 
 
 def _share(n: int, total: int) -> float:
     return round(n / total, 4) if total else 0.0
 
 
+def _text(x: Any) -> str:
+    return x if isinstance(x, str) else "\n".join(str(m.get("content", "")) for m in x)
+
+
 def _near_identical_share(rows: list[dict[str, Any]]) -> float:
     """Share of pairs whose chosen and rejected texts have a difflib ratio >= NEAR_IDENTICAL."""
     close = 0
     for row in rows:
-        m = difflib.SequenceMatcher(None, row["chosen"], row["rejected"], autojunk=False)
+        m = difflib.SequenceMatcher(None, _text(row["chosen"]), _text(row["rejected"]), autojunk=False)
         # the cheap upper bounds rule out almost every pair before the quadratic ratio()
-        if (
-            m.real_quick_ratio() >= NEAR_IDENTICAL
-            and m.quick_ratio() >= NEAR_IDENTICAL
-            and m.ratio() >= NEAR_IDENTICAL
-        ):
+        if m.real_quick_ratio() >= NEAR_IDENTICAL and m.quick_ratio() >= NEAR_IDENTICAL and m.ratio() >= NEAR_IDENTICAL:
             close += 1
     return _share(close, len(rows))
 
@@ -115,8 +123,9 @@ def _near_identical_share(rows: list[dict[str, Any]]) -> float:
 def format_preflight(report: dict[str, Any]) -> str:
     """The report as a few readable lines for a terminal."""
     split, invalid = report["split"], report["invalid"]
+    fmt = "conversations" if report.get("conversational") else "plain text"
     lines = [
-        f"data preflight: {report['format']} -> {report['kind']} rows from {report['source']}",
+        f"data preflight: {report['format']} -> {report['kind']} rows ({fmt}) from {report['source']}",
         f"  read {report['rows_read']} records -> {report['rows']} rows: {report['valid']} valid "
         f"(train {split['train']}, eval {split['eval']}), {invalid['total']} invalid",
     ]
@@ -128,18 +137,20 @@ def format_preflight(report: dict[str, Any]) -> str:
     if tokens:
         q = tokens["full_text"]
         if q:
-            lines.append(
-                f"  tokens per full text ({tokens['tokenizer']}): "
-                f"p50 {q['p50']}, p90 {q['p90']}, p99 {q['p99']}, max {q['max']}"
-            )
-        if "max_length" in tokens:
-            lines.append(
-                f"  rows longer than max_length {tokens['max_length']}: {tokens['truncated_share']:.1%} "
-                f"(truncated on the {tokens['truncation_side']})"
-            )
+            lines.append(f"  tokens per sequence ({tokens['tokenizer']}): p50 {q['p50']}, p90 {q['p90']}, "
+                         f"p99 {q['p99']}, max {q['max']}")
+        lines.append(f"  rows longer than max_length {tokens['max_length']}: {tokens['truncated_rows']} "
+                     f"({tokens['truncated_share']:.1%}); {tokens['rule']}")
+        if "trained_token_share" in tokens:
+            lines.append(f"  tokens carrying loss: {tokens['trained_tokens']} of {tokens['tokens']} "
+                         f"({tokens['trained_token_share']:.1%})")
     pairs = report.get("pairs")
     if pairs:
         lines.append(
             f"  near-identical chosen/rejected (difflib ratio >= {pairs['threshold']}): {pairs['near_identical_share']:.1%}"
         )
+    for w in report.get("warnings", []):
+        lines.append(f"  warning: {w}")
+    if invalid["total"] and report.get("on_invalid") == "error":
+        lines.append(f"  -> training would stop: {invalid['total']} invalid rows under data.on_invalid=error")
     return "\n".join(lines)

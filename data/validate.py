@@ -3,58 +3,104 @@
 Every row is checked before any model is loaded, so a bad row costs a second, not a failed run.
 A row's problems carry a reason code (see `rows.REASONS`) and a message `file:line: field: what
 was expected`. A row is counted once, under its first problem, in `dropped` counts.
+
+Text fields take TRL's two formats: standard (a string) or conversational (a list of
+``{"role", "content"}`` messages). Within one row a string response to a conversation is read as the
+assistant's reply (and a string prompt before conversational responses as the user's turn), so every
+row comes out in one format. A pair without a `prompt` (TRL's implicit-prompt format: `chosen` and
+`rejected` are whole conversations or texts) is split at the last shared turn / common prefix with
+TRL's own `extract_prompt`.
 """
 
 from __future__ import annotations
 
 import difflib
 import json
+import math
 from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
 from rlhf.errors import UserError
 
+from .chat import ROLES, is_messages
 from .rows import PAIR_KEYS, RANKED_KEYS, SFT_SHAPES, Item, Problem
 
-ROLES = ("system", "user", "assistant", "tool")
 MAX_LISTED = 20  # problems spelled out in one error; the rest are counted
+TEXT_FIELDS = ("prompt", "completion", "text", "chosen", "rejected")
 
 
-def normalize(row: dict[str, Any], kind: str) -> tuple[dict[str, Any], list[Problem]]:
-    """The row reduced to its canonical keys, and every schema problem it has."""
+def normalize(row: dict[str, Any], kind: str, conversational: bool = False) -> tuple[dict[str, Any], list[Problem]]:
+    """The row reduced to its canonical keys (in one format), and every schema problem it has.
+
+    `conversational`: wrap plain-text prompts as a user turn and responses as an assistant turn."""
     if kind == "sft":
         shape = next((s for s in SFT_SHAPES if any(k in row for k in s)), None)
         if shape is None:
             have = ", ".join(map(str, row)) or "none"
-            return {}, [
-                Problem(
-                    "missing_field", "row", f"expected prompt+completion, messages or text; has keys: {have}"
-                )
-            ]
+            return {}, [Problem("missing_field", "row", f"expected prompt+completion, messages or text; has keys: {have}")]
         keys: Sequence[str] = shape
     else:
         keys = PAIR_KEYS if kind == "pair" else RANKED_KEYS
+        if kind == "pair" and "prompt" not in row and "chosen" in row and "rejected" in row:
+            row = _extract_prompt(row)
     clean = {k: row[k] for k in keys if k in row}
     problems: list[Problem] = []
-    required = [k for k in keys if k != "margin"]
-    for k in required:
+    for k in (k for k in keys if k != "margin"):
         if k not in row:
             problems.append(Problem("missing_field", k, f"missing{_typo_hint(k, row, keys)}"))
-    if kind == "sft" and "messages" in clean:
-        problems += _check_messages(clean["messages"])
-    for k in ("prompt", "completion", "text", "chosen", "rejected"):
-        if k in clean:
-            problems += _check_text(k, clean[k])
-    if "margin" in clean and (
-        isinstance(clean["margin"], bool) or not isinstance(clean["margin"], (int, float))
-    ):
-        problems.append(Problem("wrong_type", "margin", f"expected a number, got {_type(clean['margin'])}"))
-    if kind == "pair" and not problems and clean["chosen"] == clean["rejected"]:
-        problems.append(Problem("chosen_equals_rejected", "rejected", "identical to chosen"))
+    if "messages" in clean:
+        problems += _check_messages("messages", clean["messages"], need_assistant=True)
+    for k in TEXT_FIELDS:
+        if k in clean and k != "text":
+            problems += _check_text_or_turns(k, clean[k], need_assistant=k != "prompt")
+    if "text" in clean:
+        problems += _check_text("text", clean["text"])
+    if "margin" in clean:
+        m = clean["margin"]
+        if isinstance(m, bool) or not isinstance(m, int | float):
+            problems.append(Problem("wrong_type", "margin", f"expected a number, got {_type(m)}"))
+        elif not math.isfinite(m):
+            problems.append(Problem("bad_value", "margin", f"expected a finite number, got {m}"))
     if kind == "ranked" and "responses" in clean and "ranks" in clean:
         problems += _check_ranked(clean["responses"], clean["ranks"])
+    if problems:
+        return clean, problems
+    clean = _one_format(clean, conversational)
+    if kind == "pair" and clean["chosen"] == clean["rejected"]:
+        problems.append(Problem("chosen_equals_rejected", "rejected", "identical to chosen"))
     return clean, problems
+
+
+def _extract_prompt(row: dict[str, Any]) -> dict[str, Any]:
+    """TRL's implicit-prompt split (the longest shared prefix of turns, or of text)."""
+    chosen, rejected = row["chosen"], row["rejected"]
+    same_format = isinstance(chosen, str) == isinstance(rejected, str)
+    if not same_format or not (isinstance(chosen, str) or (is_messages(chosen) and is_messages(rejected))):
+        return row
+    from trl.data_utils import extract_prompt
+
+    return {**row, **extract_prompt({"chosen": chosen, "rejected": rejected})}
+
+
+def _one_format(row: dict[str, Any], conversational: bool) -> dict[str, Any]:
+    """Every text field of the row in one format (see the module docstring)."""
+    fields = [k for k in ("prompt", "completion", "chosen", "rejected") if k in row]
+    values = [row[k] for k in fields] + list(row.get("responses", []))
+    if "messages" in row or "text" in row or not values:
+        return row
+    if not conversational and not any(isinstance(v, list) for v in values):
+        return row
+    out = dict(row)
+    for k in fields:
+        out[k] = _turns(row[k], "user" if k == "prompt" else "assistant")
+    if "responses" in row:
+        out["responses"] = [_turns(r, "assistant") for r in row["responses"]]
+    return out
+
+
+def _turns(value: Any, role: str) -> list[dict[str, Any]]:
+    return value if isinstance(value, list) else [{"role": role, "content": value}]
 
 
 def _typo_hint(key: str, row: dict[str, Any], keys: Sequence[str]) -> str:
@@ -76,52 +122,49 @@ def _check_text(field: str, value: Any) -> list[Problem]:
     return []
 
 
-def _check_messages(messages: Any) -> list[Problem]:
-    if not isinstance(messages, list) or not messages:
-        return [
-            Problem(
-                "wrong_type",
-                "messages",
-                f"expected a non-empty list of {{role, content}}, got {_type(messages)}",
-            )
-        ]
+def _check_text_or_turns(field: str, value: Any, need_assistant: bool) -> list[Problem]:
+    if isinstance(value, list):
+        return _check_messages(field, value, need_assistant)
+    if not isinstance(value, str):
+        return [Problem("wrong_type", field, f"expected a string or a list of {{role, content}} messages, "
+                                             f"got {_type(value)}")]
+    return _check_text(field, value)
+
+
+def _check_messages(field: str, messages: Any, need_assistant: bool) -> list[Problem]:
+    if not isinstance(messages, list):
+        return [Problem("wrong_type", field, f"expected a non-empty list of {{role, content}}, got {_type(messages)}")]
+    if not messages:
+        return [Problem("empty_text", field, "an empty list of messages")]
     out: list[Problem] = []
     for i, m in enumerate(messages):
-        where = f"messages[{i}]"
+        where = f"{field}[{i}]"
         if not isinstance(m, dict):
-            out.append(
-                Problem("wrong_type", where, f"expected an object with role and content, got {_type(m)}")
-            )
+            out.append(Problem("wrong_type", where, f"expected an object with role and content, got {_type(m)}"))
             continue
         for k in ("role", "content"):
             if k not in m:
                 out.append(Problem("missing_field", f"{where}.{k}", "missing"))
         if "role" in m and m["role"] not in ROLES:
-            out.append(
-                Problem(
-                    "bad_value", f"{where}.role", f"expected one of {', '.join(ROLES)}, got {m['role']!r}"
-                )
-            )
-        if "content" in m:
+            out.append(Problem("bad_value", f"{where}.role", f"expected one of {', '.join(ROLES)}, got {m['role']!r}"))
+        if "content" in m and not (m.get("tool_calls") and m["content"] in (None, "")):
             out += _check_text(f"{where}.content", m["content"])
-    if not out and not any(m["role"] == "assistant" for m in messages):
-        out.append(Problem("bad_value", "messages", "no assistant message (nothing to train on)"))
+    if not out and need_assistant and not any(m["role"] == "assistant" for m in messages):
+        out.append(Problem("bad_value", field, "no assistant message (nothing to train on)"))
     return out
 
 
 def _check_ranked(responses: Any, ranks: Any) -> list[Problem]:
     out: list[Problem] = []
     if not isinstance(responses, list):
-        return [Problem("wrong_type", "responses", f"expected a list of strings, got {_type(responses)}")]
+        return [Problem("wrong_type", "responses", f"expected a list of responses, got {_type(responses)}")]
     if not isinstance(ranks, list):
         return [Problem("wrong_type", "ranks", f"expected a list of integers, got {_type(ranks)}")]
     for i, r in enumerate(responses):
-        out += _check_text(f"responses[{i}]", r)
+        out += _check_text_or_turns(f"responses[{i}]", r, need_assistant=True)
     for i, r in enumerate(ranks):
         if isinstance(r, bool) or not isinstance(r, int):
-            out.append(
-                Problem("wrong_type", f"ranks[{i}]", f"expected an integer (0 = best), got {_type(r)}")
-            )
+            out.append(Problem("wrong_type", f"ranks[{i}]", f"expected an integer (0 = best), got {_type(r)}"))
         elif r < 0:
             out.append(Problem("bad_value", f"ranks[{i}]", f"expected a rank >= 0 (0 = best), got {r}"))
     if out:
@@ -130,9 +173,7 @@ def _check_ranked(responses: Any, ranks: Any) -> list[Problem]:
         return [Problem("ranks_mismatch", "ranks", f"{len(ranks)} ranks for {len(responses)} responses")]
     if len(responses) < 2 or len(set(ranks)) < 2:
         what = f"{len(responses)} response(s)" if len(responses) < 2 else f"all {len(ranks)} ranks equal"
-        return [
-            Problem("too_few_ranks", "ranks", f"expected >= 2 responses with >= 2 distinct ranks, got {what}")
-        ]
+        return [Problem("too_few_ranks", "ranks", f"expected >= 2 responses with >= 2 distinct ranks, got {what}")]
     return out
 
 

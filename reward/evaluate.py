@@ -1,7 +1,7 @@
 """Held-out evaluation of a reward model: score sequences, then pairwise accuracy.
 
-Works on the outputs of tokenize_pairs / tokenize_ranked, so a model is judged on exactly the
-(left-truncated) sequences it would be trained on, whatever trained it.
+Works on encoded rows (`rlhf.data.RewardEncoder`: columns chosen_ids/rejected_ids or
+response_ids/ranks), so a model is judged on exactly the sequences it would be trained on.
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ from datasets import Dataset
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from .losses import kwise_loss, pairwise_loss
-from .tokenize import tokenize_texts
 
 
 def _pad_id(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase | None) -> int:
@@ -51,27 +50,6 @@ def score_ids(model: PreTrainedModel, ids: Sequence[Sequence[int]], pad_token_id
     finally:
         model.train(was_training)
     return scores
-
-
-def score_texts(
-    model: PreTrainedModel,
-    tokenizer: PreTrainedTokenizerBase,
-    texts: Sequence[str] | Sequence[Sequence[int]],
-    batch_size: int = 16,
-    max_length: int | None = None,
-) -> torch.Tensor:
-    """Rewards [n] of texts or token-id lists.
-
-    Strings are tokenised in the frame tokenize_pairs uses (specials, BOS, EOS) and cut from the left
-    to ``max_length`` (default: the model's maximum positions or the tokenizer's limit), keeping the
-    end, where the response being judged sits. Id lists are scored as given.
-    """
-    if texts and isinstance(texts[0], str):
-        if max_length is None:
-            limits = [getattr(model.config, "max_position_embeddings", None), tokenizer.model_max_length]
-            max_length = min(x for x in limits if isinstance(x, int) and x > 0)
-        texts = tokenize_texts(texts, tokenizer, max_length)
-    return score_ids(model, texts, _pad_id(model, tokenizer), batch_size)
 
 
 def _summary(rewards: torch.Tensor) -> dict[str, float]:
@@ -132,19 +110,3 @@ def evaluate_ranked(
         "n_prompts": len(sizes),
         "n_pairs": int(stats["num_pairs"]),
     }
-
-
-def score_responses(
-    model: PreTrainedModel,
-    tokenizer: PreTrainedTokenizerBase,
-    prompts: Sequence[str],
-    responses: Sequence[str],
-    max_length: int,
-    batch_size: int = 32,
-) -> torch.Tensor:
-    """Rewards [n] of (prompt, response) pairs, tokenised exactly as the reward stage trained on them
-    (prompt and response encoded apart, the prompt cut from the left to fit ``max_length``)."""
-    from .tokenize import _encode
-
-    ids, _ = _encode(tokenizer, list(prompts), [[r] for r in responses], max_length, add_bos=True, add_eos=True)
-    return score_ids(model, [row[0] for row in ids], _pad_id(model, tokenizer), batch_size)

@@ -6,7 +6,6 @@ needs them, so `rlhf --help` and `rlhf --cfg job` stay fast.
 
 from __future__ import annotations
 
-import importlib
 import importlib.util
 import logging
 import os
@@ -21,17 +20,6 @@ from .errors import UserError
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 log = logging.getLogger("rlhf")
 
-# Stage name -> module with `run(cfg, run_dir) -> Artifact`. A plain dict, no registry.
-STAGES = {
-    "sft": "rlhf.stages.sft",
-    "reward": "rlhf.stages.reward",
-    "dpo": "rlhf.stages.dpo",
-    "ppo": "rlhf.stages.ppo",
-    "grpo": "rlhf.stages.critic_free",
-    "rloo": "rlhf.stages.critic_free",
-    "generate": "rlhf.stages.generate",
-    "eval": "rlhf.stages.eval",
-}
 SUBCOMMANDS = {"check": "mode=check"}
 
 
@@ -49,6 +37,15 @@ def register_resolvers() -> None:
     OmegaConf.register_new_resolver("mul", lambda a, b: float(a) * float(b), replace=True)
     OmegaConf.register_new_resolver("div", lambda a, b: float(a) / float(b), replace=True)
     OmegaConf.register_new_resolver("sweep_group", sweep_group, replace=True)
+    # Our PPO's defaults live in one place, PPOConfig: conf/trainer/ppo.yaml starts from this node.
+    import dataclasses
+
+    from hydra.core.config_store import ConfigStore
+
+    from .ppo.config import PPOConfig
+
+    defaults = {k: v for k, v in dataclasses.asdict(PPOConfig()).items() if k != "seed"}  # the root seed decides
+    ConfigStore.instance().store(group="trainer", name="ppo_defaults", node=defaults)
 
 
 def sweep_group(experiment_name: str) -> str:
@@ -97,27 +94,17 @@ _task_started = False
 
 
 def run(cfg: DictConfig, run_dir: str | Path | None = None):
-    """Run what the config asks for. Raises UserError for user mistakes."""
-    from .config import validate
-
+    """What the config asks for: a pipeline (every step validated before the first trains), or one
+    stage / `check` (rlhf.runner). Raises UserError for user mistakes."""
     if cfg.get("pipeline") and run_dir is None:
         from hydra.core.hydra_config import HydraConfig
 
         from .pipeline import run_pipeline
 
         return run_pipeline(cfg, list(HydraConfig.get().overrides.task))
-    validate(cfg)
-    if cfg.mode == "check":
-        from .stages import check
+    from .runner import run_stage
 
-        return check.run(cfg)
-    name = cfg.stage.name
-    if name not in STAGES:
-        from .errors import did_you_mean
-
-        raise UserError(f"stage.name: unknown stage {name!r}{did_you_mean(name, STAGES)}; one of {', '.join(STAGES)}")
-    stage = importlib.import_module(STAGES[name])
-    return stage.run(cfg, Path(run_dir or cfg.run_dir))
+    return run_stage(cfg, run_dir)
 
 
 def _check_sweeper(cfg: DictConfig, hydra_cfg) -> None:
@@ -150,7 +137,7 @@ def _hydra_main(cfg: DictConfig) -> float | None:
                 validate(cfg)  # a refused config costs no process group
             # Before any model exists: ZeRO-3 partitions models as they are built.
             distributed.init(cfg)
-            run_dir = distributed.agree_on_run_dir(cfg, run_dir)
+            run_dir = _agree_on_run_dir(cfg, run_dir)
         result = run(cfg, None if cfg.get("pipeline") else run_dir)
         objective = sweep_objective(result, cfg.sweep_objective)
     except UserError as e:
@@ -165,6 +152,20 @@ def _hydra_main(cfg: DictConfig) -> float | None:
     if objective is not None:
         log.info("sweep objective %s = %.6g", cfg.sweep_objective, objective)
     return objective
+
+
+def _agree_on_run_dir(cfg: DictConfig, hydra_dir: Path) -> Path:
+    """Every rank takes rank 0's run (and pipeline) directory: `rlhf.distributed.agree_on_run_dir`."""
+    from . import distributed
+    from .artifacts import config_hash
+
+    pipeline_dir = str(cfg.pipeline.dir) if cfg.get("pipeline") else None
+    chosen = distributed.agree_on_run_dir(str(hydra_dir), str(cfg.run_dir), pipeline_dir)
+    OmegaConf.update(cfg, "run_dir", chosen["run_dir"], merge=False)
+    if chosen["pipeline_dir"] is not None:
+        OmegaConf.update(cfg, "pipeline.dir", chosen["pipeline_dir"], merge=False)
+    distributed.check_same_config(config_hash(OmegaConf.to_container(cfg, resolve=True)))
+    return Path(chosen["hydra_dir"])
 
 
 def _remove_if_empty(run_dir: Path) -> None:

@@ -1,25 +1,46 @@
-"""Cross-field validation of the composed config, before anything heavy is built.
+"""Validation of the composed config, before anything heavy is built; every problem found is
+collected and raised at once as one UserError.
 
-Every problem found is collected and raised at once as one UserError.
+What is checked, for one stage or for every step of a pipeline before the first one trains:
+the `stage:` node against its stage's `Options` schema (unknown keys with a did-you-mean, types,
+ranges), the `model:`, `evaluation:`, `launch:` and `data:` nodes against theirs, the `trainer:` node
+against the stage's trainer config class (TRL's, or our PPOConfig): unknown keys, types and ranges
+of the numeric options, the DeepSpeed node's values, and each stage's own cross-field rules.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import importlib
+import importlib.util
+import math
+import typing
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from . import schema
 from .errors import UserError, did_you_mean
+from .stages import STAGES
 
-STAGE_DATA_KINDS = {"sft": ("sft",), "reward": ("pair", "ranked"), "dpo": ("pair",),
-                    "ppo": ("sft", "pair", "ranked"), "grpo": ("sft", "pair", "ranked"), "rloo": ("sft", "pair", "ranked"),
-                    "generate": ("sft", "pair", "ranked"), "eval": ("sft", "pair", "ranked")}
 PEFT_METHODS = ("none", "lora", "qlora")
-# TRL 1.16 DPOConfig.loss_type values (checked before any model loads).
-DPO_LOSS_TYPES = ("sigmoid", "hinge", "ipo", "exo_pair", "nca_pair", "robust", "bco_pair", "sppo_hard", "aot",
-                  "aot_unpaired", "apo_zero", "apo_down", "discopop", "sft", "sigmoid_norm")
 REPORTERS = ("none", "wandb", "tensorboard")
+ZERO_STAGES = (0, 1, 2, 3)
+# Ranges of the TRL/transformers numeric options a typo most often breaks (checked when given).
+TRAINER_BOUNDS = {
+    "learning_rate": ("gt", 0), "per_device_train_batch_size": ("ge", 1), "per_device_eval_batch_size": ("ge", 1),
+    "gradient_accumulation_steps": ("ge", 1), "num_train_epochs": ("gt", 0), "weight_decay": ("ge", 0),
+    "max_grad_norm": ("ge", 0), "warmup_steps": ("ge", 0), "warmup_ratio": ("ge", 0), "logging_steps": ("gt", 0),
+    "eval_steps": ("gt", 0), "save_steps": ("gt", 0), "num_generations": ("ge", 2), "max_completion_length": ("ge", 1),
+    "temperature": ("gt", 0), "label_smoothing": ("ge", 0), "save_total_limit": ("ge", 1), "beta": ("ge", 0),
+}
+
+
+def stage_module(name: str):
+    """The module of stage `name` (run, Options, DATA_KINDS, TRAINER, problems)."""
+    if name not in STAGES:
+        raise UserError(f"stage.name: unknown stage {name!r}{did_you_mean(str(name), STAGES)}; one of {', '.join(STAGES)}")
+    return importlib.import_module(STAGES[name])
 
 
 def validate(cfg: DictConfig) -> None:
@@ -28,132 +49,129 @@ def validate(cfg: DictConfig) -> None:
         problems.append(f"mode: {cfg.mode!r} is not one of train, check")
     missing = sorted(OmegaConf.missing_keys(cfg))
     problems += [f"{k}: a value is required (set it on the command line: {k}=...)" for k in missing]
-    stage = cfg.stage.name
-    kinds = STAGE_DATA_KINDS.get(stage)
-    if kinds and not OmegaConf.is_missing(cfg.data, "kind") and cfg.data.kind not in kinds:
-        problems.append(f"data.kind: stage {stage} trains on {' or '.join(kinds)} rows, not {cfg.data.kind!r}")
+    stage = stage_module(cfg.stage.name)
+    node = _container(cfg)
+    problems += schema.check({k: v for k, v in node["stage"].items() if k != "name"}, stage.Options, "stage")
+    problems += schema.check(node["model"], schema.Model, "model")
+    problems += schema.check(node["evaluation"], schema.Evaluation, "evaluation")
+    problems += schema.check(node["launch"], schema.Launch, "launch")
+    problems += _data_problems(node["data"], "data", stage.DATA_KINDS, cfg.stage.name)
+    if node["evaluation"].get("data") is not None:
+        problems += _data_problems(node["evaluation"]["data"], "evaluation.data", None, cfg.stage.name)
     if cfg.peft.method not in PEFT_METHODS:
         problems.append(f"peft.method: {cfg.peft.method!r} is not one of {', '.join(PEFT_METHODS)}")
+    else:
+        problems += _peft_problems(node["peft"], cfg.mode)
     if cfg.logger.report_to not in REPORTERS:
         problems.append(f"logger.report_to: {cfg.logger.report_to!r} is not one of {', '.join(REPORTERS)}")
-    if cfg.mode == "train" and cfg.peft.method == "qlora":
-        import torch
-
-        if not torch.cuda.is_available():
-            problems.append(
-                "peft=qlora: 4-bit QLoRA needs a CUDA GPU (bitsandbytes kernels); none is visible. "
-                "Use peft=lora on this machine."
-            )
-        else:
-            try:
-                import bitsandbytes  # noqa: F401
-            except ImportError:
-                problems.append("peft=qlora: bitsandbytes is not installed (pip install bitsandbytes)")
-    if cfg.model.freeze_layers and int(cfg.model.freeze_layers) < 0:
-        problems.append(f"model.freeze_layers: must be >= 0, got {cfg.model.freeze_layers}")
-    problems += _launch_problems(cfg)
-    if stage == "dpo":
-        problems += _dpo_problems(cfg.trainer)
-    problems += _scale_out_problems(cfg)
-    if cfg.mode == "train" and stage in TRAINER_CONFIG:
-        problems += _unknown_trainer_keys(stage, cfg.trainer)
+    if cfg.sweep_objective is not None and not isinstance(cfg.sweep_objective, str):
+        problems.append(f"sweep_objective: must be a dotted metric path like policy_eval.gold_policy, "
+                        f"got {cfg.sweep_objective!r}")
+    problems += _deepspeed_problems(node.get("deepspeed"))
+    if stage.TRAINER and cfg.mode == "train":
+        problems += trainer_problems(stage.TRAINER, node["trainer"], node["model"])
+    if hasattr(stage, "problems") and not missing:
+        problems += stage.problems(cfg)
+    # a missing value is said once, not again by the node's own check
+    problems = [p for p in problems if p.split(":")[0] not in missing or "a value is required" in p]
     if problems:
         raise UserError(problems, title="invalid config")
 
 
-def _launch_problems(cfg: DictConfig) -> list[str]:
-    out = []
-    n = cfg.launch.world_size
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        out.append(f"launch.world_size: must be a whole number >= 1 (processes in the job), got {n!r}"
-                   " (it defaults to the WORLD_SIZE environment variable)")
-    mem = cfg.launch.gpu_memory_gb
-    if mem is not None and (isinstance(mem, bool) or not isinstance(mem, int | float) or mem <= 0):
-        out.append(f"launch.gpu_memory_gb: must be a number > 0 or null, got {mem!r}")
-    if cfg.sweep_objective is not None and not isinstance(cfg.sweep_objective, str):
-        out.append(f"sweep_objective: must be a dotted metric path like policy_eval.gold_policy, got {cfg.sweep_objective!r}")
-    return out
-
-
-ZERO_STAGES = (0, 1, 2, 3)
-
-
-def _scale_out_problems(cfg) -> list[str]:
-    """What a multi-process launch or a DeepSpeed config cannot do, said before a process group starts."""
-
-    out = []
-    ds = cfg.get("deepspeed")
-    if ds is not None:
-        zero = ds.get("zero_optimization")
-        stage = zero.get("stage") if zero is not None else None
-        if stage not in ZERO_STAGES:
-            out.append(f"deepspeed.zero_optimization.stage: {stage!r} is not one of {', '.join(map(str, ZERO_STAGES))}")
-    return out
-
-
-# The TRL config class each training stage builds from its `trainer:` node.
-TRAINER_CONFIG = {"sft": "trl.SFTConfig", "reward": "trl.RewardConfig", "dpo": "trl.DPOConfig",
-                  "ppo": "rlhf.ppo.PPOConfig", "grpo": "trl.GRPOConfig", "rloo": "trl.RLOOConfig"}
-
-
-def _unknown_trainer_keys(stage: str, trainer_cfg) -> list[str]:
-    import importlib
-
-    mod, _, name = TRAINER_CONFIG[stage].rpartition(".")
-    cls = getattr(importlib.import_module(mod), name)
-    known = {f.name for f in dataclasses.fields(cls) if f.init}
-    return [f"trainer.{k}: not an option of {cls.__name__}{did_you_mean(k, known)}" for k in trainer_cfg
-            if k not in known]
-
-
-def _dpo_problems(t) -> list[str]:
-    """What TRL's DPOTrainer would only refuse after loading the models (or silently accept)."""
-    out = []
-    losses = t.get("loss_type", ["sigmoid"])
-    losses = [losses] if isinstance(losses, str) else list(losses)
-    for lt in losses:
-        if lt not in DPO_LOSS_TYPES:
-            out.append(f"trainer.loss_type: {lt!r} is not a TRL DPO loss{did_you_mean(lt, DPO_LOSS_TYPES)} "
-                       f"(one of {', '.join(DPO_LOSS_TYPES)})")
-    weights = t.get("loss_weights")
-    if weights is not None and len(weights) != len(losses):
-        out.append(f"trainer.loss_weights: {len(weights)} weights for {len(losses)} loss types {losses}")
-    ls = float(t.get("label_smoothing", 0.0) or 0.0)
-    if "exo_pair" in losses and ls <= 0:
-        out.append("trainer.label_smoothing: loss_type exo_pair needs label_smoothing > 0 (the EXO paper uses 1e-3)")
-    if "robust" in losses and not 0 <= ls < 0.5:
-        out.append(f"trainer.label_smoothing: robust DPO needs 0 <= label_smoothing < 0.5, got {ls}")
-    if not 0 <= ls < 0.5:
-        out.append(f"trainer.label_smoothing: must lie in [0, 0.5), got {ls}")
-    if float(t.get("beta", 0.1)) <= 0:
-        out.append(f"trainer.beta: must be > 0, got {t.get('beta')}")
-    return out
-
-
-def trainer_kwargs(config_cls: type, trainer_cfg: DictConfig | dict, **fixed: Any) -> dict[str, Any]:
-    """Check `trainer:` keys against the TRL config class; unknown keys get a did-you-mean."""
-    given = OmegaConf.to_container(trainer_cfg, resolve=True) if isinstance(trainer_cfg, DictConfig) else dict(trainer_cfg)
-    known = {f.name for f in dataclasses.fields(config_cls) if f.init}
-    unknown = [k for k in given if k not in known]
-    if unknown:
-        raise UserError(
-            [f"trainer.{k}: not an option of {config_cls.__name__}{did_you_mean(k, known)}" for k in unknown],
-            title=f"unknown trainer option{'s' if len(unknown) > 1 else ''}",
-        )
-    kwargs = {**given, **fixed}
-    import torch
-
-    if not torch.cuda.is_available():
-        # TRL defaults to bf16, which raises without an accelerator: run on the CPU in fp32.
-        kwargs.setdefault("use_cpu", True)
-        kwargs["bf16"] = False
-        kwargs["fp16"] = False
-    return kwargs
-
-
-def build_trainer_config(config_cls: type, trainer_cfg, **fixed: Any):
-    kwargs = trainer_kwargs(config_cls, trainer_cfg, **fixed)
+def _container(cfg: DictConfig) -> dict:
     try:
-        return config_cls(**kwargs)
-    except (ValueError, TypeError) as e:
-        raise UserError(f"trainer: {config_cls.__name__} refused the options: {e}") from None
+        return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)
+    except Exception as e:  # a broken interpolation: name it instead of a traceback
+        raise UserError(f"config: cannot be resolved: {e}") from None
+
+
+def _data_problems(node: Any, where: str, kinds, stage: str) -> list[str]:
+    from rlhf.data import DataConfig
+
+    try:
+        data = DataConfig.from_mapping(node)
+    except UserError as e:
+        return [p.replace("data.", f"{where}.", 1) for p in e.problems]
+    if kinds and data.kind not in kinds:
+        return [f"{where}.kind: stage {stage} trains on {' or '.join(kinds)} rows, not {data.kind!r}"]
+    return []
+
+
+def _peft_problems(node: dict, mode: str) -> list[str]:
+    out = []
+    lora = node.get("lora")
+    if node["method"] != "none" and isinstance(lora, dict):
+        target = lora.get("_target_")
+        if target not in ALLOWED_TARGETS:
+            out.append(f"peft.lora._target_: {target!r} is not an allowed class (one of {', '.join(ALLOWED_TARGETS)}): "
+                       "configs instantiate only documented classes (README: Trust)")
+        for k, v in lora.items():
+            if isinstance(v, dict) and "_target_" in v:
+                out.append(f"peft.lora.{k}._target_: nested instantiation is not allowed (README: Trust)")
+    if mode == "train" and node["method"] == "qlora":
+        import torch
+
+        if not torch.cuda.is_available():
+            out.append("peft=qlora: 4-bit QLoRA needs a CUDA GPU (bitsandbytes kernels); none is visible. "
+                       "Use peft=lora on this machine.")
+        elif importlib.util.find_spec("bitsandbytes") is None:
+            out.append("peft=qlora: bitsandbytes is not installed (pip install bitsandbytes)")
+    return out
+
+
+# `_target_` a config may instantiate (README "Trust"): PEFT's adapter configs only.
+ALLOWED_TARGETS = ("peft.LoraConfig", "peft.tuners.lora.LoraConfig", "peft.tuners.lora.config.LoraConfig")
+
+
+def _deepspeed_problems(ds: Any) -> list[str]:
+    """What a DeepSpeed config cannot do, said before a process group starts."""
+    if ds is None:
+        return []
+    if not isinstance(ds, dict):
+        return [f"deepspeed: expected a DeepSpeed config mapping, got {type(ds).__name__}"]
+    out = []
+    zero = ds.get("zero_optimization") or {}
+    if zero.get("stage") not in ZERO_STAGES:
+        out.append(f"deepspeed.zero_optimization.stage: {zero.get('stage')!r} is not one of "
+                   f"{', '.join(map(str, ZERO_STAGES))}")
+    for key, v in zero.items():
+        if key.endswith(("_size", "_threshold", "_live_parameters", "_reuse_distance")):
+            if v != "auto" and (isinstance(v, bool) or not isinstance(v, int | float) or v < 0):
+                out.append(f"deepspeed.zero_optimization.{key}: expected a number >= 0 or auto, got {v!r}")
+        if key.startswith("offload_") and isinstance(v, dict) and v.get("device", "none") not in ("cpu", "nvme", "none"):
+            out.append(f"deepspeed.zero_optimization.{key}.device: expected cpu, nvme or none, got {v.get('device')!r}")
+    for key in ("train_batch_size", "train_micro_batch_size_per_gpu", "gradient_accumulation_steps"):
+        v = ds.get(key, "auto")
+        if v != "auto" and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+            out.append(f"deepspeed.{key}: expected a whole number >= 1 or auto, got {v!r}")
+    return out
+
+
+def trainer_class(path: str) -> type:
+    mod, _, name = path.rpartition(".")
+    return getattr(importlib.import_module(mod), name)
+
+
+def trainer_problems(path: str, node: dict, model: dict) -> list[str]:
+    """The `trainer:` node against its config class: unknown keys (did-you-mean), types, ranges,
+    and a `max_length` that would disagree with `model.max_length` (one length decides)."""
+    cls = trainer_class(path)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    hints = typing.get_type_hints(cls)
+    out = []
+    for k, v in node.items():
+        if k not in fields:
+            out.append(f"trainer.{k}: not an option of {cls.__name__}{did_you_mean(k, fields)}")
+            continue
+        out += schema._check_value(v, hints.get(k, Any), f"trainer.{k}")
+        out += schema._check_bounds(v, fields[k].metadata, f"trainer.{k}")
+        bound = TRAINER_BOUNDS.get(k)
+        if bound and isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v):
+            out += schema._check_bounds(v, {bound[0]: bound[1]}, f"trainer.{k}")
+    if "max_steps" in node and isinstance(node["max_steps"], int) and node["max_steps"] not in (-1,) and node["max_steps"] < 1:
+        out.append(f"trainer.max_steps: must be -1 (use num_train_epochs) or >= 1, got {node['max_steps']}")
+    if "max_length" in fields and node.get("max_length") is not None and node["max_length"] != model.get("max_length"):
+        out.append(f"trainer.max_length: {node['max_length']} disagrees with model.max_length={model.get('max_length')}: "
+                   f"one length decides what is validated and trained; set model.max_length={node['max_length']} "
+                   "instead")
+    return out

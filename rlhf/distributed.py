@@ -157,26 +157,23 @@ def on_main(fn, *args, **kwargs):
     return value
 
 
-def agree_on_run_dir(cfg, hydra_dir: Path) -> Path:
-    """Every rank takes rank 0's run directory (and pipeline directory) and checks that it composed
-    the same config. Returns the run directory; a different, empty one Hydra made here is removed."""
-    from omegaconf import OmegaConf
-
-    from .artifacts import config_hash
-
-    ours = {"hydra_dir": str(hydra_dir), "run_dir": str(cfg.run_dir),
-            "pipeline_dir": str(cfg.pipeline.dir) if cfg.get("pipeline") else None}
+def agree_on_run_dir(hydra_dir: str, run_dir: str, pipeline_dir: str | None) -> dict:
+    """Rank 0's directories for every rank: each rank resolves `${now:...}` on its own clock, so the
+    ranks would disagree. Returns {"hydra_dir", "run_dir", "pipeline_dir"} as rank 0 has them; a
+    different, empty directory Hydra made on this rank is removed."""
+    ours = {"hydra_dir": hydra_dir, "run_dir": run_dir, "pipeline_dir": pipeline_dir}
     chosen = broadcast(ours)
-    if chosen["hydra_dir"] != ours["hydra_dir"]:
-        _remove_if_empty(hydra_dir)
-    OmegaConf.update(cfg, "run_dir", chosen["run_dir"], merge=False)
-    if chosen["pipeline_dir"] is not None:
-        OmegaConf.update(cfg, "pipeline.dir", chosen["pipeline_dir"], merge=False)
-    hashes = all_gather(config_hash(OmegaConf.to_container(cfg, resolve=True)))
+    if chosen["hydra_dir"] != hydra_dir:
+        _remove_if_empty(Path(hydra_dir))
+    return chosen
+
+
+def check_same_config(digest: str) -> None:
+    """Refuse (on every rank) a launch whose ranks composed different configs (`digest` = config hash)."""
+    hashes = all_gather(digest)
     if len(set(hashes)) > 1:
         raise UserError(f"the {world_size()} ranks composed different configs (hashes by rank: {hashes}); launch "
                         "every rank with the same command line, code version and environment")
-    return Path(chosen["hydra_dir"])
 
 
 def _remove_if_empty(path: Path) -> None:

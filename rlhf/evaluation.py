@@ -1,22 +1,27 @@
 """Did alignment happen, and at what KL cost? Policy vs reference on held-out prompts.
 
-Both models sample from the same prompts with the same seeds. Reported:
+Both models sample from the same prompts with the same seeds, to the end of the response (EOS or
+end of turn) or the `max_new_tokens` cap. Reported:
 
 - gold score (the judge) and reward-model score, mean for policy and reference, and the win rate of
   the policy's sample over the reference's sample for the same prompt and seed (ties count 1/2);
-- sequence-level KL(policy || reference) = E_{y ~ policy}[log π(y|x) - log π_ref(y|x)], the Monte
-  Carlo estimate on the policy's own samples (unbiased at temperature 1, which is the default);
-- mean response length in tokens, and a table of samples.
+- KL(policy || reference) = E_{y ~ policy}[log π(y|x) - log π_ref(y|x)] per sequence (the Monte
+  Carlo estimate on the policy's own samples, unbiased at temperature 1, the default) and per token
+  (the same sum over all samples divided by their tokens);
+- response lengths (mean, quantiles) and the share of samples that ended before the cap: a KL of
+  responses cut at the cap is the KL of truncated responses;
+- per-sample arrays (for bootstrap intervals over prompts) and a table of samples.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from collections.abc import Callable, Sequence
 from statistics import mean
 
-from .generation import GenerationConfig, completion_logprobs, sample
+from .data.chat import plain_text
+from .sampling import as_reference, logprob_fn, sample
+from .schema import Generation
 
 log = logging.getLogger(__name__)
 
@@ -25,62 +30,87 @@ def _win_rate(a: Sequence[float], b: Sequence[float]) -> float:
     return mean((x > y) + 0.5 * (x == y) for x, y in zip(a, b, strict=True))
 
 
+def _lengths(ids: Sequence[Sequence[int]]) -> dict[str, float]:
+    import numpy as np
+
+    n = np.asarray([len(x) for x in ids], dtype=float)
+    p10, p50, p90 = np.percentile(n, [10, 50, 90])
+    return {"mean": float(n.mean()), "p10": float(p10), "p50": float(p50), "p90": float(p90), "max": float(n.max())}
+
+
 def evaluate_policy(
     policy,
     tokenizer,
-    prompts: Sequence[str],
-    gen: GenerationConfig,
+    prompts: Sequence,
+    prompt_ids: Sequence[Sequence[int]],
+    gen: Generation,
     *,
+    stop_ids: Sequence[int],
     reference=None,
     judge: Callable | None = None,
     reward: Callable | None = None,
     n_show: int = 8,
 ) -> dict:
-    """`reference`: a model, or None when `policy` is a PEFT model (reference = adapter disabled)."""
-
-    def ref_context():
-        if reference is None:
-            if not hasattr(policy, "disable_adapter"):
-                raise ValueError("evaluate_policy: no reference model and the policy has no adapter to disable")
-            return policy.disable_adapter()
-        return contextlib.nullcontext()
-
-    ref_model = reference if reference is not None else policy
-    pol = sample(policy, tokenizer, prompts, gen, desc="eval: policy samples")
-    with ref_context():
-        ref = sample(ref_model, tokenizer, prompts, gen, desc="eval: reference samples")
-        ref_lp = completion_logprobs(ref_model, pol.prompt_ids, pol.completion_ids, tokenizer.pad_token_id)
-    pol_lp = completion_logprobs(policy, pol.prompt_ids, pol.completion_ids, tokenizer.pad_token_id)
-    kl = pol_lp - ref_lp
-
+    """`prompts`: canonical prompts (text or messages) and `prompt_ids` their encoded ids
+    (`rlhf.data.PromptEncoder`); `reference`: a model, or None when `policy` is a PEFT model (the
+    reference is then the policy with its adapter disabled)."""
+    scorers = {"policy": logprob_fn(policy, temperature=gen.temperature),
+               "reference": logprob_fn(reference, reference_of=policy, temperature=gen.temperature)}
+    pol = sample(policy, tokenizer, prompts, prompt_ids, gen, stop_ids=stop_ids, score_with=scorers,
+                 desc="eval: policy samples")
+    with as_reference(policy, reference) as ref_model:
+        ref = sample(ref_model, tokenizer, prompts, prompt_ids, gen, stop_ids=stop_ids, desc="eval: reference samples")
+    kl = [p - r for p, r in zip(pol.logprobs["policy"], pol.logprobs["reference"], strict=True)]
+    tokens = sum(len(c) for c in pol.completion_ids)
     result: dict = {
         "n_prompts": len(prompts),
         "n_samples": len(pol.completions),
-        "kl": kl.mean().item(),
-        "kl_std": kl.std().item() if kl.numel() > 1 else 0.0,
+        "kl": mean(kl),
+        "kl_std": (sum((k - mean(kl)) ** 2 for k in kl) / max(len(kl) - 1, 1)) ** 0.5,
+        "kl_per_token": sum(kl) / max(tokens, 1),
         "policy_len": mean(len(c) for c in pol.completion_ids),
         "reference_len": mean(len(c) for c in ref.completion_ids),
+        "policy_ended_share": mean(pol.ended),
+        "reference_ended_share": mean(ref.ended),
+        "policy_lengths": _lengths(pol.completion_ids),
+        "reference_lengths": _lengths(ref.completion_ids),
         "generation": dict(gen.__dict__),
     }
-    scores: dict[str, tuple[list[float], list[float]]] = {}
+    per_sample: dict[str, list] = {"prompt_index": list(pol.prompt_index), "kl": kl,
+                                   "policy_len": [len(c) for c in pol.completion_ids]}
+    text_prompts = [plain_text(p) for p in pol.prompts]
     for name, fn in (("gold", judge), ("rm", reward)):
         if fn is None:
             continue
-        p, r = list(map(float, fn(pol.prompts, pol.completions))), list(map(float, fn(ref.prompts, ref.completions)))
-        scores[name] = (p, r)
+        raw_p = pol.prompts if name == "rm" else text_prompts
+        raw_r = ref.prompts if name == "rm" else [plain_text(p) for p in ref.prompts]
+        p = list(map(float, fn(raw_p, pol.completions)))
+        r = list(map(float, fn(raw_r, ref.completions)))
+        per_sample[f"{name}_policy"], per_sample[f"{name}_reference"] = p, r
         result[f"{name}_policy"] = mean(p)
         result[f"{name}_reference"] = mean(r)
         result[f"{name}_gain"] = mean(p) - mean(r)
         result[f"{name}_win_rate"] = _win_rate(p, r)
+    if result["policy_ended_share"] < 0.5:
+        log.warning("only %.0f%% of the policy's samples ended before max_new_tokens=%d: the KL is that of "
+                    "truncated responses (raise evaluation.generation.max_new_tokens)",
+                    100 * result["policy_ended_share"], gen.max_new_tokens)
+    result["per_sample"] = per_sample
+    result["samples"] = _table(pol, ref, kl, per_sample, n_show)
+    return result
+
+
+def _table(pol, ref, kl, per_sample: dict, n_show: int) -> list[dict]:
     rows = []
     for i in range(min(n_show, len(pol.completions))):
-        row = {"prompt": pol.prompts[i], "reference": ref.completions[i], "policy": pol.completions[i],
-               "kl": round(kl[i].item(), 3)}
-        for name, (p, r) in scores.items():
-            row[f"{name}_reference"], row[f"{name}_policy"] = round(r[i], 4), round(p[i], 4)
+        row = {"prompt": plain_text(pol.prompts[i]), "reference": ref.completions[i], "policy": pol.completions[i],
+               "kl": round(kl[i], 3)}
+        for name in ("gold", "rm"):
+            if f"{name}_policy" in per_sample:
+                row[f"{name}_reference"] = round(per_sample[f"{name}_reference"][i], 4)
+                row[f"{name}_policy"] = round(per_sample[f"{name}_policy"][i], 4)
         rows.append(row)
-    result["samples"] = rows
-    return result
+    return rows
 
 
 def format_eval(result: dict, title: str = "policy vs reference") -> str:
@@ -92,7 +122,11 @@ def format_eval(result: dict, title: str = "policy vs reference") -> str:
             lines.append(f"  {label:22}{result[name + '_reference']:>10.3f}{result[name + '_policy']:>10.3f}"
                          f"{result[name + '_win_rate']:>10.3f}")
     lines.append(f"  {'length (tokens)':22}{result['reference_len']:>10.1f}{result['policy_len']:>10.1f}")
-    lines.append(f"  KL(policy || reference) = {result['kl']:.2f} nats per sequence")
+    if "policy_ended_share" in result:
+        lines.append(f"  {'ended before the cap':22}{result['reference_ended_share']:>10.1%}"
+                     f"{result['policy_ended_share']:>10.1%}")
+    per_token = f" ({result['kl_per_token']:.3f} per token)" if "kl_per_token" in result else ""
+    lines.append(f"  KL(policy || reference) = {result['kl']:.2f} nats per sequence{per_token}")
     return "\n".join(lines)
 
 
@@ -113,4 +147,3 @@ def log_eval_to_wandb(result: dict, prefix: str = "eval") -> None:
     for k, v in scalars.items():
         if not isinstance(v, wandb.Table):
             wandb.run.summary[k] = v
-

@@ -1,5 +1,8 @@
-"""Judges: any Python callable `(prompts, completions) -> scores` (one float per completion, higher is
-better), named in the config as ``module.attr`` or ``module:attr``.
+"""Judges and reward functions: any Python callable `(prompts, completions) -> scores` (one float per
+completion, higher is better). One resolver, `resolve`, serves every stage and option that names
+one (`stage.judge`, `stage.reward_funcs`, `evaluation.judge`): a name from `NAMED`, or ``module.attr``
+/ ``module:attr`` of any importable callable (importing it runs that module's code: see the README's
+"Trust" section).
 
 The embedded demo's gold "human" is VADER (Hutto & Gilbert 2014), a real rule-based sentiment scorer:
 its compound score lies in [-1, 1].
@@ -11,7 +14,7 @@ import importlib
 from collections.abc import Callable, Sequence
 from functools import lru_cache
 
-from .errors import UserError
+from .errors import UserError, did_you_mean
 
 Judge = Callable[[Sequence[str], Sequence[str]], list[float]]
 
@@ -34,14 +37,23 @@ def length(prompts: Sequence[str], completions: Sequence[str]) -> list[float]:
     return [float(len(c.split())) for c in completions]
 
 
-def load_judge(spec: str | None, what: str = "stage.judge") -> Judge | None:
-    """Resolve ``package.module.attr`` / ``package.module:attr`` to a callable (None stays None)."""
-    if not spec:
-        return None
-    if ":" in spec:
-        mod_name, _, attr = spec.partition(":")
-    else:
-        mod_name, _, attr = spec.rpartition(".")
+def brevity(prompts: Sequence[str], completions: Sequence[str]) -> list[float]:
+    """−words / 100: a gentle pull towards shorter answers, to combine with another reward."""
+    return [-len(c.split()) / 100.0 for c in completions]
+
+
+NAMED: dict[str, Judge] = {"vader": vader, "length": length, "brevity": brevity}
+
+
+def resolve(spec: str, what: str = "stage.judge") -> Judge:
+    """A name from NAMED, or ``module.attr`` / ``module:attr`` naming a callable; a UserError otherwise."""
+    spec = str(spec)
+    if spec in NAMED:
+        return NAMED[spec]
+    if "." not in spec and ":" not in spec:
+        raise UserError(f"{what}: unknown judge / reward function {spec!r}{did_you_mean(spec, NAMED)}; "
+                        f"named ones: {', '.join(NAMED)}, or module.attr of your own")
+    mod_name, _, attr = spec.partition(":") if ":" in spec else spec.rpartition(".")
     try:
         fn = getattr(importlib.import_module(mod_name), attr)
     except (ImportError, AttributeError, ValueError) as e:

@@ -74,13 +74,9 @@ def zero_setup(ds_cfg: Any) -> ZeroSetup:
 
 def model_size(source: str, model_cfg, peft_cfg, stage_name: str) -> ModelSize:
     """Count parameters from the config alone (meta device): no weights are read."""
-    from transformers import AutoConfig
+    from .models import load_config
 
-    try:
-        config = AutoConfig.from_pretrained(source, trust_remote_code=model_cfg.trust_remote_code,
-                                            revision=model_cfg.revision)
-    except (OSError, ValueError) as e:
-        raise UserError(f"model: cannot read the model config of {source!r}: {e}") from None
+    config = load_config(model_cfg, source)
     return size_from_config(config, str(model_cfg.name_or_path), str(model_cfg.dtype), peft_cfg, stage_name)
 
 

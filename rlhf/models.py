@@ -1,18 +1,34 @@
-"""Tokenizers and models: from a hub id, a local folder, or an earlier stage's artifact.
+"""The one place models and tokenizers are loaded: from a hub id, a local folder, or an artifact.
 
+Every model a run holds (the trained policy, its frozen reference, a reward model, a value model,
+an evaluated policy) goes through `_from_pretrained`, so `model.dtype`, `model.revision`,
+`model.attn_implementation` and `model.trust_remote_code` apply to all of them alike. Tokenizers
+get a pad token that is not EOS, BOS on encode if asked, and the chat template the config names.
 Everything here takes narrow config nodes (`cfg.model`, `cfg.peft`), never the root config.
 """
 
 from __future__ import annotations
 
 import logging
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from .artifacts import Artifact, read_artifact
-from .errors import UserError
+from .errors import UserError, did_you_mean
 
 log = logging.getLogger(__name__)
+
+# Chat templates shipped in rlhf/templates (written from each format's public description): the file,
+# the markers the format needs as single tokens (added to a tokenizer that lacks them, growing its
+# vocabulary), and the marker that ends an assistant turn (None: the format ends turns with EOS).
+CHAT_TEMPLATES = {
+    "chatml": ("chatml.jinja", ("<|im_start|>", "<|im_end|>"), "<|im_end|>"),
+    "llama3": ("llama3.jinja", ("<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"), "<|eot_id|>"),
+    "zephyr": ("zephyr.jinja", ("<|system|>", "<|user|>", "<|assistant|>"), None),
+}
+# Markers that end an assistant turn in common templates: generation stops at them as at EOS.
+END_OF_TURN = ("<|im_end|>", "<|eot_id|>", "<|end|>", "<end_of_turn>", "<|endoftext|>")
 
 
 def resolve_source(model_cfg, expect_kinds: tuple[str, ...]) -> tuple[str, Artifact | None]:
@@ -23,8 +39,10 @@ def resolve_source(model_cfg, expect_kinds: tuple[str, ...]) -> tuple[str, Artif
     return str(model_cfg.name_or_path), None
 
 
+# ---- tokenizers ---------------------------------------------------------------------------------
 def load_tokenizer(model_cfg, source: str | None = None):
-    """The model's tokenizer with a pad token that is not EOS, and BOS on encode if asked.
+    """The model's tokenizer with a pad token that is not EOS, BOS on encode if asked, and the chat
+    template `model.chat_template` names (else its own).
 
     Padding with EOS hides the real EOS from the loss in some collators, so when there is no pad
     token we use <unk> (stories260k: id 0) or, failing that, add a dedicated <pad>.
@@ -33,10 +51,9 @@ def load_tokenizer(model_cfg, source: str | None = None):
 
     path = model_cfg.tokenizer or source or model_cfg.name_or_path
     try:
-        tok = AutoTokenizer.from_pretrained(
-            path, trust_remote_code=model_cfg.trust_remote_code, revision=model_cfg.revision
-        )
-    except OSError as e:
+        tok = AutoTokenizer.from_pretrained(path, trust_remote_code=model_cfg.trust_remote_code,
+                                            revision=_revision(model_cfg, path))
+    except (OSError, ValueError) as e:
         raise UserError(f"model: cannot load a tokenizer from {path!r}: {e}") from None
     if model_cfg.pad_token:
         tok.pad_token = model_cfg.pad_token
@@ -51,7 +68,60 @@ def load_tokenizer(model_cfg, source: str | None = None):
             tok.add_bos_token = True  # updates the fast tokenizer's post-processor
             if tok("a").input_ids[0] != tok.bos_token_id:
                 raise UserError(f"model.add_bos: could not make the tokenizer of {path!r} prepend BOS")
+    if model_cfg.get("chat_template"):
+        set_chat_template(tok, str(model_cfg.chat_template), bool(model_cfg.add_bos))
     return tok
+
+
+def chat_template_text(spec: str) -> tuple[str, tuple[str, ...]]:
+    """(template text, markers it needs as tokens) of a shipped name or a .jinja file path."""
+    if spec in CHAT_TEMPLATES:
+        file, markers, _ = CHAT_TEMPLATES[spec]
+        return resources.files("rlhf.templates").joinpath(file).read_text(encoding="utf-8"), markers
+    path = Path(spec).expanduser()
+    if path.is_file():
+        try:
+            return path.read_text(encoding="utf-8"), ()
+        except (OSError, UnicodeDecodeError) as e:
+            raise UserError(f"model.chat_template: cannot read {path}: {e}") from None
+    raise UserError(f"model.chat_template: {spec!r} is neither a shipped template "
+                    f"({', '.join(CHAT_TEMPLATES)}){did_you_mean(spec, CHAT_TEMPLATES)} nor a .jinja file")
+
+
+def set_chat_template(tok, spec: str, add_bos: bool) -> None:
+    """Give `tok` a chat template; missing markers become special tokens (the vocabulary grows and the
+    model's embeddings are resized to match when it is built), and a shipped format's end-of-turn
+    marker becomes EOS, so every generator (ours, TRL's, `pipeline`) stops at the end of the
+    assistant's turn (as TRL's `clone_chat_template` does). With `add_bos` and a template that writes
+    no BOS, BOS is prepended to the template, so a conversation starts with exactly one."""
+    text, markers = chat_template_text(spec)
+    vocab = tok.get_vocab()
+    missing = [m for m in markers if m not in vocab]
+    if missing:
+        tok.add_special_tokens({"additional_special_tokens": missing}, replace_extra_special_tokens=False)
+        log.info("chat template %s: added %s to the vocabulary (now %d tokens)", spec, missing, len(tok))
+    end_of_turn = CHAT_TEMPLATES[spec][2] if spec in CHAT_TEMPLATES else None
+    if end_of_turn and tok.eos_token != end_of_turn:
+        log.info("chat template %s: EOS is now %s (was %s)", spec, end_of_turn, tok.eos_token)
+        tok.eos_token = end_of_turn
+    if add_bos and tok.bos_token and "bos_token" not in text:
+        text = "{{- bos_token -}}\n" + text
+    tok.chat_template = text
+
+
+def stop_token_ids(tok) -> list[int]:
+    """EOS and, for a chat template, the token that ends an assistant turn: where sampling stops."""
+    ids = [tok.eos_token_id] if tok.eos_token_id is not None else []
+    template = getattr(tok, "chat_template", None) or ""
+    vocab = tok.get_vocab() if template else {}
+    ids += [vocab[m] for m in END_OF_TURN if m in template and m in vocab and vocab[m] not in ids]
+    return ids
+
+
+# ---- models ---------------------------------------------------------------------------------------
+def _revision(model_cfg, source: str) -> str | None:
+    """`model.revision` names a revision of the hub model, not of a local artifact folder."""
+    return model_cfg.revision if str(source) == str(model_cfg.name_or_path) else None
 
 
 def _dtype(name: str):
@@ -65,15 +135,12 @@ def _dtype(name: str):
         raise UserError(f"model.dtype: unknown dtype {name!r} (float32, bfloat16, float16 or auto)") from None
 
 
-def _load_kwargs(model_cfg, peft_cfg) -> dict[str, Any]:
-    kw: dict[str, Any] = dict(
-        dtype=_dtype(model_cfg.dtype),
-        trust_remote_code=model_cfg.trust_remote_code,
-        revision=model_cfg.revision,
-    )
+def _load_kwargs(model_cfg, source: str, peft_cfg=None) -> dict[str, Any]:
+    kw: dict[str, Any] = dict(dtype=_dtype(model_cfg.dtype), trust_remote_code=model_cfg.trust_remote_code,
+                              revision=_revision(model_cfg, source))
     if model_cfg.attn_implementation:
         kw["attn_implementation"] = model_cfg.attn_implementation
-    if peft_cfg.method == "qlora":
+    if peft_cfg is not None and peft_cfg.method == "qlora":
         from transformers import BitsAndBytesConfig
 
         q = dict(peft_cfg.quantization)
@@ -82,9 +149,9 @@ def _load_kwargs(model_cfg, peft_cfg) -> dict[str, Any]:
     return kw
 
 
-def _from_pretrained(cls, source: str, model_cfg, peft_cfg, **extra):
+def _from_pretrained(cls, source: str, model_cfg, peft_cfg=None, **extra):
     try:
-        return cls.from_pretrained(source, **_load_kwargs(model_cfg, peft_cfg), **extra)
+        return cls.from_pretrained(source, **_load_kwargs(model_cfg, source, peft_cfg), **extra)
     except OSError as e:
         raise UserError(f"model: cannot load {source!r}: {e}") from None
 
@@ -107,6 +174,62 @@ def build_reward_model(model_cfg, peft_cfg, tokenizer=None):
     return _finish(model, model_cfg, peft_cfg, tokenizer, task_type="SEQ_CLS")
 
 
+def build_value_model(model_cfg, source: str, tokenizer):
+    """PPO's critic: a sequence classifier (num_labels=1) from `source` (a reward model's or the
+    policy's weights) whose head `rlhf.ppo.ValueModel` applies to every position; trained, whole."""
+    from transformers import AutoModelForSequenceClassification
+
+    model = _from_pretrained(AutoModelForSequenceClassification, source, model_cfg, None, num_labels=1)
+    model.config.pad_token_id = tokenizer.pad_token_id
+    return model
+
+
+def load_frozen_policy(model_cfg, source: str, tokenizer):
+    """A causal LM for inference only (a reference, an evaluated policy): whole even while a ZeRO-3
+    config is live, in eval mode, no gradients."""
+    from transformers import AutoModelForCausalLM
+
+    from .distributed import zero3_init_off
+
+    with zero3_init_off():
+        model = _from_pretrained(AutoModelForCausalLM, source, model_cfg)
+    model = _finish(model, model_cfg, None, tokenizer, task_type="CAUSAL_LM")
+    model.requires_grad_(False)
+    return model.eval()
+
+
+def load_reward_artifact(run_dir: str, model_cfg, what: str = "stage.reward_model"):
+    """(model, tokenizer, max_length) of a reward-model artifact, for scoring: whole on every rank,
+    in eval mode, in the run's dtype; its own tokenizer (template, truncation) and training length."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from .distributed import zero3_init_off
+
+    art = read_artifact(run_dir, expect_kinds=("reward",), what=what)
+    path = str(art.path(art.model_dir))
+    with zero3_init_off():
+        model = _from_pretrained(AutoModelForSequenceClassification, path, model_cfg)
+    try:
+        tok = AutoTokenizer.from_pretrained(str(art.path(art.tokenizer_dir)))
+    except (OSError, ValueError) as e:
+        raise UserError(f"{what}: cannot load the tokenizer of {art.run_dir}: {e}") from None
+    model.requires_grad_(False)
+    limits = [art.extra.get("max_length"), getattr(model.config, "max_position_embeddings", None),
+              tok.model_max_length]
+    return model.eval(), tok, min(x for x in limits if isinstance(x, int) and x > 0)
+
+
+def load_config(model_cfg, source: str):
+    """The model's transformers config (no weights): for the memory estimate."""
+    from transformers import AutoConfig
+
+    try:
+        return AutoConfig.from_pretrained(source, trust_remote_code=model_cfg.trust_remote_code,
+                                          revision=_revision(model_cfg, source))
+    except (OSError, ValueError) as e:
+        raise UserError(f"model: cannot read the config of {source!r}: {e}") from None
+
+
 def _finish(model, model_cfg, peft_cfg, tokenizer, task_type: str):
     if tokenizer is not None:
         if len(tokenizer) > model.get_input_embeddings().num_embeddings:
@@ -114,9 +237,12 @@ def _finish(model, model_cfg, peft_cfg, tokenizer, task_type: str):
         model.config.pad_token_id = tokenizer.pad_token_id
         if getattr(model, "generation_config", None) is not None:
             model.generation_config.pad_token_id = tokenizer.pad_token_id
+            stops = stop_token_ids(tokenizer)
+            if stops:  # saved with the model: any HF tool's generate() stops at the end of a turn
+                model.generation_config.eos_token_id = stops[0] if len(stops) == 1 else stops
     if model_cfg.freeze_layers:
         freeze_lower_layers(model, int(model_cfg.freeze_layers))
-    if peft_cfg.method in ("lora", "qlora"):
+    if peft_cfg is not None and peft_cfg.method in ("lora", "qlora"):
         model = apply_lora(model, peft_cfg, task_type)
     return model
 
@@ -170,8 +296,6 @@ def count_parameters(model) -> dict[str, int]:
     total = sum(numel(p) for p in model.parameters())
     trainable = sum(numel(p) for p in model.parameters() if p.requires_grad)
     return {"params_total": total, "params_trainable": trainable}
-
-
 def save_model(model, tokenizer, run_dir: Path, engine=None, subdir: str = "model") -> tuple[str, str | None]:
     """Save in Hugging Face format (safetensors). A PEFT model saves its adapter and a merged copy.
 

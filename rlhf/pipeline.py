@@ -55,8 +55,8 @@ def step_configs(cfg: DictConfig, base_overrides: list[str]) -> list[tuple[str, 
 
 
 def run_pipeline(cfg: DictConfig, base_overrides: list[str]) -> dict:
-    from .cli import run as run_stage
     from .config import validate
+    from .runner import run_stage
 
     steps = step_configs(cfg, base_overrides)
     problems = []
@@ -99,6 +99,12 @@ def format_summary(results: dict) -> str:
     for name, m in results.items():
         took = "skipped (already done)" if m.get("skipped") else f"{_f(m.get('wall_s'), '{:.0f}')} s"
         lines.append(f"[{name}] {took}")
+        rows = m.get("rows")
+        if rows:
+            dropped = ", ".join(f"{k} {v}" for k, v in rows["dropped"].items()) or "none"
+            lines.append(f"  rows: read {rows['read']} -> {rows['rows']} rows -> {rows['valid']} valid (dropped: {dropped})"
+                         f" -> train {rows['train']} / eval {rows['eval']}, {rows['truncated_train']} truncated"
+                         f" -> trained {rows.get('trained')}")
         if "eval_margin" in m:  # DPO
             lines.append(f"  held-out DPO margin {_f(m.get('eval_before_margin'))} -> {_f(m['eval_margin'])}, "
                          f"preference accuracy {_f(m.get('eval_accuracy'))} on {m.get('eval_rows')} pairs")

@@ -23,26 +23,34 @@ def assets() -> Path:
     return path
 
 
-@pytest.fixture()
-def compose(tmp_path, monkeypatch):
-    """compose(*overrides) -> the config exactly as `rlhf` would build it (runs go to tmp_path)."""
+def _hydra_compose(*overrides: str, return_hydra_config: bool = False):
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
     from rlhf.cli import register_resolvers
 
-    monkeypatch.setenv("RLHF_RUNS_DIR", str(tmp_path / "runs"))
-    monkeypatch.delenv("WANDB_API_KEY", raising=False)
     register_resolvers()
-
-    def _compose(*overrides: str, return_hydra_config: bool = False):
-        GlobalHydra.instance().clear()
+    GlobalHydra.instance().clear()
+    try:
         with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
             return hydra_compose("config", overrides=list(overrides), return_hydra_config=return_hydra_config)
+    finally:
+        GlobalHydra.instance().clear()
 
-    yield _compose
-    GlobalHydra.instance().clear()
+
+@pytest.fixture(scope="session")
+def compose_any():
+    """compose(*overrides) for module- and session-scoped fixtures (runs go where run_dir says)."""
+    return _hydra_compose
+
+
+@pytest.fixture()
+def compose(tmp_path, monkeypatch):
+    """compose(*overrides) -> the config exactly as `rlhf` would build it (runs go to tmp_path)."""
+    monkeypatch.setenv("RLHF_RUNS_DIR", str(tmp_path / "runs"))
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    return _hydra_compose
 
 
 @pytest.fixture()

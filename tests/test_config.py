@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from rlhf.cli import STAGES
 from rlhf.errors import UserError
+from rlhf.stages import STAGES
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 # Groups whose options are picked on the command line as `group=option`.
@@ -56,11 +56,13 @@ def test_hydra_preset_composes(compose, option):
 
 @pytest.mark.parametrize("stage", sorted(STAGES))
 def test_smoke_composes_for_every_stage(compose, stage):
-    from rlhf.config import TRAINER_CONFIG, validate
+    from rlhf.config import stage_module, validate
 
-    cfg = compose(f"stage={stage}", "debug=smoke")
+    rewards = {"ppo": ["stage.judge=vader", "stage.value_from=policy"], "grpo": ["stage.reward_funcs=[vader]"],
+               "rloo": ["stage.reward_funcs=[vader]"]}
+    cfg = compose(f"stage={stage}", "debug=smoke", *rewards.get(stage, []))
     assert cfg.data.max_rows == 64
-    if stage in TRAINER_CONFIG:
+    if stage_module(stage).TRAINER or stage in ("grpo", "rloo"):
         validate(cfg)  # every smoke key is an option of the stage's trainer
         steps = cfg.trainer.get("max_steps", cfg.trainer.get("total_iterations"))
         assert 0 < steps <= 4
@@ -88,13 +90,11 @@ def test_assets_dir_env_override(compose, monkeypatch, tmp_path):
 
 
 def test_unknown_trainer_key_says_did_you_mean(compose):
-    from trl import SFTConfig
-
-    from rlhf.config import trainer_kwargs
+    from rlhf.config import validate
 
     cfg = compose("+trainer.learning_rat=0.1", "+trainer.warmup_ratioo=0.1")
     with pytest.raises(UserError) as e:
-        trainer_kwargs(SFTConfig, cfg.trainer)
+        validate(cfg)
     msg = e.value.message
     assert "trainer.learning_rat" in msg and "did you mean `learning_rate`" in msg
     assert "trainer.warmup_ratioo" in msg
@@ -103,7 +103,7 @@ def test_unknown_trainer_key_says_did_you_mean(compose):
 def test_trainer_config_defaults_to_cpu_without_gpu(compose):
     from trl import SFTConfig
 
-    from rlhf.config import build_trainer_config
+    from rlhf.stages.common import build_trainer_config
 
     args = build_trainer_config(SFTConfig, compose().trainer, output_dir="/tmp/x")
     assert args.use_cpu and not args.bf16 and not args.gradient_checkpointing
@@ -163,3 +163,41 @@ def test_deepspeed_local_rank_argument_is_accepted(monkeypatch):
     assert _rewrite_argv(["--local_rank=1", "stage=sft"]) == ["stage=sft"]
     assert os.environ["LOCAL_RANK"] == "1"
     assert _rewrite_argv(["check", "data=oasst"]) == ["mode=check", "data=oasst"]
+
+
+@pytest.mark.parametrize(("overrides", "expected"), [
+    (["trainer.learning_rate=abc"], "trainer.learning_rate: expected a number, got 'abc'"),
+    (["trainer.learning_rate=-1"], "trainer.learning_rate: must be > 0, got -1"),
+    (["trainer.per_device_train_batch_size=-4"], "trainer.per_device_train_batch_size: must be >= 1, got -4"),
+    (["trainer.max_steps=0"], "trainer.max_steps: must be -1"),
+    (["stage=ppo", "stage.judge=vader", "stage.value_from=policy", "trainer.total_iterations=0"],
+     "trainer.total_iterations: must be >= 1, got 0"),
+    (["stage=ppo", "stage.judge=vader", "stage.value_from=policy", "trainer.rollout_batch_size=10"],
+     "trainer.rollout_batch_size: 10 must be a multiple of trainer.mini_batch_size (16)"),
+    (["deepspeed=zero3", "deepspeed.zero_optimization.reduce_bucket_size=-1"],
+     "deepspeed.zero_optimization.reduce_bucket_size: expected a number >= 0 or auto, got -1"),
+    (["model.max_length=1"], "model.max_length: must be >= 2, got 1"),
+    (["model.dtype=float8"], "model.dtype: 'float8' (str) is not one of float32"),
+    (["stage.batching=grupped"], "stage.batching: 'grupped' (str) is not one of grouped, padded, packed, wrapped "
+                                 "(did you mean `grouped`?)"),
+    (["+stage.eval_befor=false"], "stage.eval_befor: unknown option (did you mean `eval_before`?)"),
+    (["evaluation.generation.temperature=0"], "evaluation.generation.temperature: must be > 0, got 0"),
+    (["trainer.max_length=64"], "trainer.max_length: 64 disagrees with model.max_length=512"),
+    (["stage=dpo", "trainer.beta=0"], "trainer.beta: must be > 0"),
+    (["peft=lora", "+peft.lora.init={_target_: shutil.copy}"], "peft.lora.init._target_: nested instantiation"),
+])
+def test_bad_values_are_refused_at_validation_with_the_option_name(compose, overrides, expected):
+    from rlhf.config import validate
+
+    with pytest.raises(UserError) as e:
+        validate(compose(*overrides))
+    assert expected in e.value.message, e.value.message
+
+
+def test_one_resolver_for_judges_in_every_stage(compose):
+    from rlhf.config import validate
+
+    validate(compose("stage=generate", "stage.judge=vader"))  # the name works where PPO takes it too
+    validate(compose("stage=generate", "stage.judge=rlhf.judges.vader"))
+    with pytest.raises(UserError, match="stage.judge: unknown judge / reward function 'vadr'.*did you mean `vader`"):
+        validate(compose("stage=ppo", "stage.judge=vadr", "stage.value_from=policy"))

@@ -132,7 +132,6 @@ def test_rlhf_check_reports_memory_per_process(cli, tmp_path):
     assert "memory preflight" in res.stdout and "does NOT fit" in res.stdout
 
 
-@pytest.mark.skipif(not (CONF / "deepspeed" / "zero3.yaml").is_file(), reason="the deepspeed config group is not merged yet")
 def test_rlhf_check_reads_the_chosen_deepspeed_preset(cli, tmp_path):
     _, one = _check(cli, tmp_path, "deepspeed=zero3", "launch.world_size=1")
     _, two = _check(cli, tmp_path, "deepspeed=zero3", "launch.world_size=2")

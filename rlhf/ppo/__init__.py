@@ -1,19 +1,22 @@
 """Our PPO for RLHF (TRL removed its PPO after 1.12): `core` holds the arithmetic (KL estimators,
-shaped rewards, GAE, clipped losses, KL controllers), `rollout` the model passes, `trainer` the loop."""
+shaped rewards, GAE, clipped losses, KL controllers), `config` the options, `rollout` the experience
+and the value model, `parallel` the rank/engine plumbing, `trainer` the loop.
 
-from .core import (
-    AdaptiveKLController,
-    FixedKLController,
-    gae,
-    kl_per_token,
-    policy_loss,
-    shaped_rewards,
-    value_loss,
-)
-from .rollout import Rollout, ValueModel, rollout
-from .trainer import PPOConfig, PPOTrainer, kl_trace_summary, last_checkpoint
+Names are imported on first use, so `rlhf.ppo.config` (read when the CLI composes a config) does
+not import torch."""
 
-__all__ = [
-    "AdaptiveKLController", "FixedKLController", "PPOConfig", "PPOTrainer", "Rollout", "ValueModel", "gae",
-    "kl_per_token", "kl_trace_summary", "last_checkpoint", "policy_loss", "rollout", "shaped_rewards", "value_loss",
-]
+import importlib
+
+_WHERE = {
+    "PPOConfig": "config", "AdaptiveKLController": "core", "FixedKLController": "core", "gae": "core",
+    "kl_per_token": "core", "policy_loss": "core", "shaped_rewards": "core", "value_loss": "core",
+    "Experience": "rollout", "ValueModel": "rollout", "PPOTrainer": "trainer", "kl_trace_summary": "trainer",
+    "last_checkpoint": "trainer",
+}
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str):
+    if name in _WHERE:
+        return getattr(importlib.import_module(f".{_WHERE[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,183 +1,66 @@
 """The PPO loop: rollout -> score -> KL-shaped rewards -> GAE -> PPO epochs -> KL controller.
 
-Each piece lives in `core.py` (arithmetic) or `rollout.py` (models); this file only sequences them,
-logs, and checkpoints.
+The arithmetic is in `core.py`, the sampling and log-prob passes in `rlhf.sampling`, the rank and
+engine plumbing in `parallel.py`; this file sequences them, logs and checkpoints. Policy and value
+model have dropout switched off (as TRL and OpenRLHF do for RLHF), and every rollout and log-prob
+pass runs in eval mode.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import math
 import random
 import shutil
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
 
-from . import core
-from .rollout import ValueModel, logprobs_and_entropy, reference_context, rollout
+from ..sampling import as_reference, evaluating, generate, token_logprobs
+from . import core, parallel
+from .config import PPOConfig
+from .rollout import Experience, ValueModel
 
 log = logging.getLogger(__name__)
 
-
-@dataclass
-class PPOConfig:
-    """Our PPO's options (the `trainer:` node of `stage=ppo`); defaults with the reason beside each."""
-
-    total_iterations: int = 60  # rollout + optimise cycles
-    rollout_batch_size: int = 64  # prompts (= responses) per iteration
-    mini_batch_size: int = 16  # responses per optimizer step
-    gradient_accumulation_steps: int = 1  # micro-batches per mini-batch
-    ppo_epochs: int = 4  # passes over each rollout batch (InstructGPT/Stiennon: 4)
-    learning_rate: float = 1.0e-5  # policy
-    value_learning_rate: float | None = None  # null = learning_rate
-    weight_decay: float = 0.0
-    max_grad_norm: float = 1.0
-    gamma: float = 1.0  # no discounting inside one response (Ziegler et al.)
-    lam: float = 0.95  # GAE λ
-    clip_range: float = 0.2  # PPO ε for the policy ratio
-    value_clip_range: float = 0.2  # ε for the value update
-    vf_coef: float = 0.1  # weight of the value loss in the joint backward pass
-    kl_estimator: str = "k1"  # k1 (log-ratio) or k3 (non-negative, lower variance) per token
-    kl_control: str = "adaptive"  # adaptive (Ziegler et al.) | fixed
-    kl_coef: float = 0.05  # β: the initial (adaptive) or constant (fixed) KL penalty
-    kl_target: float = 6.0  # adaptive: KL per sequence (nats) to steer to
-    kl_horizon: int = 10000  # adaptive: larger = slower reaction (Ziegler et al.: 10000 samples)
-    whiten_rewards: bool = False  # rescale the shaped rewards per batch
-    whiten_advantages: bool = True
-    score_clip: float | None = None  # clip the sequence score to ±this before shaping
-    missing_eos_penalty: float | None = None  # subtract from the score of a response with no EOS
-    max_new_tokens: int = 48
-    temperature: float = 1.0
-    top_k: int = 0
-    top_p: float = 1.0
-    save_every: int = 10  # iterations between checkpoints (resume point); 0 = never
-    logging_every: int = 1
-    seed: int = 42
-
-    def __post_init__(self):
-        if self.rollout_batch_size % self.mini_batch_size:
-            raise ValueError(f"rollout_batch_size {self.rollout_batch_size} must be a multiple of mini_batch_size "
-                             f"{self.mini_batch_size}")
-        if self.mini_batch_size % self.gradient_accumulation_steps:
-            raise ValueError(f"mini_batch_size {self.mini_batch_size} must be a multiple of "
-                             f"gradient_accumulation_steps {self.gradient_accumulation_steps}")
-        if self.kl_estimator not in ("k1", "k3"):
-            raise ValueError(f"kl_estimator must be k1 or k3, got {self.kl_estimator!r}")
-        if self.kl_control not in ("adaptive", "fixed"):
-            raise ValueError(f"kl_control must be adaptive or fixed, got {self.kl_control!r}")
-
-    @classmethod
-    def field_names(cls) -> set[str]:
-        return {f.name for f in dataclasses.fields(cls)}
-
-
-Scorer = Callable[[list[str], list[str]], list[float]]
-
-
-class PolicyAndValue(torch.nn.Module):
-    """The two trained models as one module: one DeepSpeed engine (one optimizer, one ZeRO
-    partitioning) owns both."""
-
-    def __init__(self, policy, value):
-        super().__init__()
-        self.policy, self.value = policy, value
-
-
-def _world() -> tuple[int, int]:
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
-def fill_deepspeed_config(ds: dict, config: PPOConfig, world_size: int, hidden_size: int) -> dict:
-    """Our PPO's values for the "auto" entries of a conf/deepspeed config (as HF's Trainer fills them)."""
-    import copy
-
-    ds = copy.deepcopy(ds)
-    micro = config.mini_batch_size // config.gradient_accumulation_steps
-    fixed = {"train_micro_batch_size_per_gpu": micro, "gradient_accumulation_steps": config.gradient_accumulation_steps,
-             "train_batch_size": micro * config.gradient_accumulation_steps * world_size,
-             "gradient_clipping": config.max_grad_norm}
-    for k, v in fixed.items():
-        if ds.get(k, "auto") == "auto":
-            ds[k] = v
-    for prec in ("bf16", "fp16"):  # our PPO trains in the model's dtype (fp32 on CPU)
-        if isinstance(ds.get(prec), dict) and ds[prec].get("enabled") == "auto":
-            ds[prec]["enabled"] = False
-    zero = ds.get("zero_optimization", {})
-    for k, v in {"reduce_bucket_size": hidden_size * hidden_size,
-                 "stage3_prefetch_bucket_size": int(0.9 * hidden_size * hidden_size),
-                 "stage3_param_persistence_threshold": 10 * hidden_size}.items():
-        if zero.get(k) == "auto":
-            zero[k] = v
-    opt = ds.get("optimizer", {}).get("params", {})
-    for k, v in {"lr": config.learning_rate, "betas": [0.9, 0.999], "eps": 1e-8,
-                 "weight_decay": config.weight_decay}.items():
-        if opt.get(k) == "auto":
-            opt[k] = v
-    return ds
-
-
-def inference_engine(model, ds: dict):
-    """A frozen model (reference, reward) partitioned by ZeRO-3 like the trained ones, or left whole
-    under ZeRO-1/2 (they shard only optimizer state and gradients, which a frozen model has none of)."""
-    stage = ds.get("zero_optimization", {}).get("stage", 0)
-    if stage != 3:
-        return model
-    import deepspeed
-
-    cfg = {"train_micro_batch_size_per_gpu": 1, "zero_optimization": {
-        k: v for k, v in ds["zero_optimization"].items() if not k.startswith("offload_optimizer")}}
-    engine, *_ = deepspeed.initialize(model=model, config=cfg)
-    engine.eval()
-    return engine.module
+Scorer = Callable[[list, list[str]], list[float]]  # (prompts, completions) -> one score each
 
 
 class PPOTrainer:
-    """Single process, or one of several (torchrun / deepspeed launcher): each rank rolls out its own
-    `rollout_batch_size` prompts; gradients are averaged across ranks (by DeepSpeed under
-    `deepspeed_config`, ZeRO-partitioning policy and value, else by an all-reduce); the KL
-    controller sees the mean KL of all ranks, so every rank keeps the same β."""
+    """Single process, or one of several (torchrun / deepspeed launcher): see `parallel`."""
 
     def __init__(self, config: PPOConfig, policy, value: ValueModel, tokenizer, scorer: Scorer,
-                 prompts: list[str], reference=None, output_dir: Path | None = None,
-                 log_fn: Callable[[dict, int], None] | None = None, deepspeed_config: dict | None = None):
+                 prompts: Sequence, prompt_ids: Sequence[Sequence[int]] | None = None, reference=None,
+                 output_dir: Path | None = None, log_fn: Callable[[dict, int], None] | None = None,
+                 deepspeed_config: dict | None = None, stop_ids: Sequence[int] | None = None):
+        from trl.trainer.utils import disable_dropout_in_model
+
         self.cfg, self.policy, self.value, self.tokenizer = config, policy, value, tokenizer
         self.scorer, self.prompts, self.ref_model = scorer, list(prompts), reference
+        self.prompt_ids = [list(x) for x in prompt_ids] if prompt_ids is not None else [
+            tokenizer(p).input_ids for p in self.prompts]
+        self.stop_ids = list(stop_ids) if stop_ids is not None else [tokenizer.eos_token_id]
         self.output_dir = Path(output_dir) if output_dir else None
         self.log_fn = log_fn
-        self.rank, self.world_size = _world()
-        lr_v = config.value_learning_rate or config.learning_rate
+        self.rank, self.world_size = parallel.world()
+        for m in (policy, value):
+            disable_dropout_in_model(m)
         params = [
             {"params": [p for p in policy.parameters() if p.requires_grad], "lr": config.learning_rate},
-            {"params": [p for p in value.parameters() if p.requires_grad], "lr": lr_v},
+            {"params": [p for p in value.parameters() if p.requires_grad],
+             "lr": config.value_learning_rate or config.learning_rate},
         ]
-        self.engine = None
-        self.zero3 = False
+        self.engine, self.zero3 = None, False
         if deepspeed_config is not None:
-            import deepspeed
-
-            hidden = int(getattr(policy.config, "hidden_size", 0) or 1024)
-            ds = fill_deepspeed_config(deepspeed_config, config, self.world_size, hidden)
-            self.zero3 = ds.get("zero_optimization", {}).get("stage", 0) == 3
-            both = PolicyAndValue(policy, value)
-            if "optimizer" in ds:  # DeepSpeed's own optimizer (e.g. CPU Adam for offload)
-                self.engine, self.optimizer, _, _ = deepspeed.initialize(model=both, model_parameters=params, config=ds)
-            else:
-                opt = torch.optim.AdamW(params, weight_decay=config.weight_decay)
-                self.engine, self.optimizer, _, _ = deepspeed.initialize(model=both, optimizer=opt, config=ds)
+            self.engine, self.optimizer, self.zero3, ds = parallel.engine_for(policy, value, params, config,
+                                                                              deepspeed_config, self.world_size)
             if reference is not None:
-                self.ref_model = inference_engine(reference, ds)
+                self.ref_model = parallel.inference_engine(reference, ds)
             if hasattr(scorer, "model"):
-                scorer.model = inference_engine(scorer.model, ds)
+                scorer.model = parallel.inference_engine(scorer.model, ds)
         else:
             self.optimizer = torch.optim.AdamW(params, weight_decay=config.weight_decay)
         self.kl_ctl = (core.AdaptiveKLController(config.kl_coef, config.kl_target, config.kl_horizon)
@@ -188,37 +71,38 @@ class PPOTrainer:
         self._order: list[int] = []
 
     # ---- data -------------------------------------------------------------------------------
-    def _next_prompts(self) -> list[str]:
+    def _next_prompts(self) -> list[int]:
         out = []
         while len(out) < self.cfg.rollout_batch_size:
             if not self._order:
                 self._order = list(range(len(self.prompts)))
                 self._rng.shuffle(self._order)
-            out.append(self.prompts[self._order.pop()])
+            out.append(self._order.pop())
         return out
 
     # ---- one iteration ------------------------------------------------------------------------
     @torch.no_grad()
-    def make_experience(self) -> dict:
+    def make_experience(self) -> Experience:
         c = self.cfg
-        self.policy.eval()
-        self.value.eval()
+        picked = self._next_prompts()
         t0 = time.perf_counter()
-        ro = rollout(self.policy, self.tokenizer, self._next_prompts(), max_new_tokens=c.max_new_tokens,
-                     temperature=c.temperature, top_k=c.top_k, top_p=c.top_p,
-                     seed=c.seed * 1_000_003 + self.iteration * 7_919 + self.rank,
-                     synced=self.zero3 and self.world_size > 1)
+        batch = generate(self.policy, [self.prompt_ids[i] for i in picked], pad_id=self.tokenizer.pad_token_id,
+                         stop_ids=self.stop_ids, max_new_tokens=c.max_new_tokens, temperature=c.temperature,
+                         top_k=c.top_k, top_p=c.top_p, seed=c.seed * 1_000_003 + self.iteration * 7_919 + self.rank,
+                         synced=self.zero3 and self.world_size > 1)
         rollout_s = time.perf_counter() - t0
-        mask = ro.response_mask.float()
-        old_logp, entropy = logprobs_and_entropy(self.policy, ro, c.temperature)
-        ref_model, ctx = reference_context(self.policy, self.ref_model)
-        with ctx:
-            ref_logp, _ = logprobs_and_entropy(ref_model, ro, c.temperature)
-        values = self.value(ro)
-        scores = torch.tensor(self.scorer(ro.prompts, ro.completions), dtype=torch.float32)
+        prompts = [self.prompts[i] for i in picked]
+        completions = self.tokenizer.batch_decode(batch.responses, skip_special_tokens=True)
+        mask = batch.response_mask.float()
+        with evaluating(self.policy, self.value):
+            old_logp, entropy = token_logprobs(self.policy, batch, c.temperature)
+            with as_reference(self.policy, self.ref_model) as ref:
+                ref_logp, _ = token_logprobs(ref, batch, c.temperature)
+            values = self.value(batch)
+        scores = torch.tensor(self.scorer(prompts, completions), dtype=torch.float32)
         raw_scores = scores.clone()
         if c.missing_eos_penalty is not None:
-            scores = scores - c.missing_eos_penalty * (~ro.ended.cpu()).float()
+            scores = scores - c.missing_eos_penalty * (~batch.ended.cpu()).float()
         if c.score_clip is not None:
             scores = scores.clamp(-c.score_clip, c.score_clip)
         kl = core.kl_per_token(old_logp, ref_logp, c.kl_estimator) * mask
@@ -229,73 +113,77 @@ class PPOTrainer:
         if c.whiten_advantages:
             adv = core.masked_whiten(adv, mask)
         kl_seq = (core.kl_per_token(old_logp, ref_logp, "k1") * mask).sum(1)  # reported: log-ratio summed
-        return {
-            "rollout": ro, "mask": mask, "old_logp": old_logp, "values": values, "adv": adv, "returns": returns,
-            "stats": {
-                "objective/kl": kl_seq.mean().item(),
-                "objective/scores": raw_scores.mean().item(),
-                "objective/rlhf_reward": (scores.to(kl_seq.device) - self.kl_ctl.value * kl_seq).mean().item(),
-                "objective/entropy": core.masked_mean(entropy, mask).item() * 1.0,
-                "objective/entropy_seq": (entropy * mask).sum(1).mean().item(),
-                "val/explained_variance": core.explained_variance(values, returns, mask),
-                "val/mean": core.masked_mean(values, mask).item(),
-                "response_length": mask.sum(1).mean().item(),
-                "ended_with_eos": ro.ended.float().mean().item(),
-                "kl_coef": self.kl_ctl.value,
-                "tokens_per_s/rollout": mask.sum().item() / max(rollout_s, 1e-9),
-            },
+        stats = {
+            "objective/kl": kl_seq.mean().item(),
+            "objective/scores": raw_scores.mean().item(),
+            "objective/rlhf_reward": (scores.to(kl_seq.device) - self.kl_ctl.value * kl_seq).mean().item(),
+            "objective/entropy": core.masked_mean(entropy, mask).item(),
+            "objective/entropy_seq": (entropy * mask).sum(1).mean().item(),
+            "val/explained_variance": core.explained_variance(values, returns, mask),
+            "val/mean": core.masked_mean(values, mask).item(),
+            "response_length": mask.sum(1).mean().item(),
+            "ended_with_eos": batch.ended.float().mean().item(),
+            "kl_coef": self.kl_ctl.value,
+            "tokens_per_s/rollout": mask.sum().item() / max(rollout_s, 1e-9),
         }
+        return Experience(batch, prompts, completions, mask, old_logp, values, adv, returns, stats)
 
-    def optimise(self, exp: dict) -> dict:
+    def _step(self, agg: dict[str, list[float]]) -> None:
+        """Clip, average across ranks and apply the accumulated gradients (without DeepSpeed)."""
+        params = [p for g in self.optimizer.param_groups for p in g["params"]]
+        if self.world_size > 1:
+            parallel.average_gradients(params, self.world_size)
+        gn = torch.nn.utils.clip_grad_norm_(params, self.cfg.max_grad_norm)
+        agg.setdefault("grad_norm", []).append(float(gn))
+        self.optimizer.step()
+
+    def optimise(self, exp: Experience) -> dict:
+        """`ppo_epochs` passes over the experience in minibatches: clipped policy + value losses."""
         c = self.cfg
-        ro, B = exp["rollout"], exp["rollout"].input_ids.shape[0]
         micro = c.mini_batch_size // c.gradient_accumulation_steps
         agg: dict[str, list[float]] = {}
-        self.policy.train()
-        self.value.train()
         t0, n_tokens = time.perf_counter(), 0
         gen = torch.Generator().manual_seed(c.seed * 7919 + self.iteration)
-        for _ in range(c.ppo_epochs):
-            perm = torch.randperm(B, generator=gen)
-            for m0 in range(0, B, c.mini_batch_size):
-                mini = perm[m0 : m0 + c.mini_batch_size]
-                self.optimizer.zero_grad(set_to_none=True)
-                for u0 in range(0, len(mini), micro):
-                    idx = mini[u0 : u0 + micro].to(ro.input_ids.device)
-                    sub, mask = ro.select(idx), exp["mask"][idx]
-                    logp, entropy = logprobs_and_entropy(self.policy, sub, c.temperature)
-                    pg, pg_stats = core.policy_loss(logp, exp["old_logp"][idx], exp["adv"][idx], mask, c.clip_range)
-                    v = self.value(sub)
-                    vf, vf_stats = core.value_loss(v, exp["values"][idx], exp["returns"][idx], mask,
-                                                   c.value_clip_range)
-                    if self.engine is not None:  # scales by 1/accumulation, steps at the boundary
-                        self.engine.backward(pg + c.vf_coef * vf)
-                        self.engine.step()
+        self.policy.train()
+        self.value.train()
+        try:
+            for _ in range(c.ppo_epochs):
+                perm = torch.randperm(len(exp), generator=gen)
+                for m0 in range(0, len(exp), c.mini_batch_size):
+                    mini = perm[m0 : m0 + c.mini_batch_size]
+                    self.optimizer.zero_grad(set_to_none=True)
+                    for u0 in range(0, len(mini), micro):
+                        sub = exp.select(mini[u0 : u0 + micro].to(exp.mask.device))
+                        n_tokens += int(sub.mask.sum())
+                        self._micro_step(sub, agg)
+                    if self.engine is not None:
+                        gn = self.engine.get_global_grad_norm()
+                        agg.setdefault("grad_norm", []).append(float(gn) if gn is not None else float("nan"))
                     else:
-                        ((pg + c.vf_coef * vf) / c.gradient_accumulation_steps).backward()
-                    n_tokens += int(mask.sum())
-                    for k, val in (("loss/policy", pg.item()), ("loss/value", vf.item()),
-                                   ("policy/approxkl", pg_stats["approxkl"].item()),
-                                   ("policy/clipfrac", pg_stats["clipfrac"].item()),
-                                   ("policy/ratio", pg_stats["ratio"].item()),
-                                   ("val/clipfrac", vf_stats["clipfrac"].item()),
-                                   ("policy/entropy", core.masked_mean(entropy.detach(), mask).item())):
-                        agg.setdefault(k, []).append(val)
-                if self.engine is not None:
-                    gn = self.engine.get_global_grad_norm()
-                    agg.setdefault("grad_norm", []).append(float(gn) if gn is not None else float("nan"))
-                    continue
-                params = [p for g in self.optimizer.param_groups for p in g["params"]]
-                if self.world_size > 1:
-                    _average_gradients(params, self.world_size)
-                gn = torch.nn.utils.clip_grad_norm_(params, c.max_grad_norm)
-                agg.setdefault("grad_norm", []).append(float(gn))
-                self.optimizer.step()
-        self.policy.eval()
-        self.value.eval()
+                        self._step(agg)
+        finally:
+            self.policy.eval()
+            self.value.eval()
         stats = {k: sum(v) / len(v) for k, v in agg.items()}
         stats["tokens_per_s/train"] = n_tokens / max(time.perf_counter() - t0, 1e-9)
         return stats
+
+    def _micro_step(self, sub: Experience, agg: dict[str, list[float]]) -> None:
+        c = self.cfg
+        with torch.enable_grad():
+            logp, entropy = token_logprobs(self.policy, sub.batch, c.temperature)
+            pg, pg_stats = core.policy_loss(logp, sub.old_logprobs, sub.advantages, sub.mask, c.clip_range)
+            vf, vf_stats = core.value_loss(self.value(sub.batch), sub.values, sub.returns, sub.mask, c.value_clip_range)
+            if self.engine is not None:  # scales by 1/accumulation, steps at the boundary
+                self.engine.backward(pg + c.vf_coef * vf)
+                self.engine.step()
+            else:
+                ((pg + c.vf_coef * vf) / c.gradient_accumulation_steps).backward()
+        for k, val in (("loss/policy", pg.item()), ("loss/value", vf.item()),
+                       ("policy/approxkl", pg_stats["approxkl"].item()), ("policy/clipfrac", pg_stats["clipfrac"].item()),
+                       ("policy/ratio", pg_stats["ratio"].item()), ("val/clipfrac", vf_stats["clipfrac"].item()),
+                       ("policy/entropy", core.masked_mean(entropy.detach(), sub.mask).item())):
+            agg.setdefault(k, []).append(val)
 
     def train(self, progress: bool = True) -> list[dict]:
         from tqdm.auto import tqdm
@@ -304,8 +192,9 @@ class PPOTrainer:
         bar = tqdm(total=c.total_iterations, initial=self.iteration, desc="PPO", disable=not progress or self.rank != 0)
         while self.iteration < c.total_iterations:
             exp = self.make_experience()
-            stats = _mean_over_ranks({**exp["stats"], **self.optimise(exp)}, self.world_size)
-            self.kl_ctl.update(stats["objective/kl"], c.rollout_batch_size)
+            stats = parallel.mean_over_ranks({**exp.stats, **self.optimise(exp)}, self.world_size)
+            # Ziegler et al.'s horizon counts the samples the whole job has seen, not this rank's.
+            self.kl_ctl.update(stats["objective/kl"], c.rollout_batch_size * self.world_size)
             self.iteration += 1
             stats["iteration"] = self.iteration
             self.history.append(stats)
@@ -321,24 +210,20 @@ class PPOTrainer:
         return self.history
 
     # ---- checkpoints --------------------------------------------------------------------------
-    def _barrier(self) -> None:
-        if self.world_size > 1:
-            import torch.distributed as dist
-
-            dist.barrier()
-
     def _state_name(self) -> str:
         return "trainer_state.json" if self.rank == 0 else f"trainer_state-{self.rank}.json"
 
     def save_checkpoint(self) -> Path:
         """checkpoints/iter-N/: policy + value weights and optimizer (a DeepSpeed checkpoint under
         DeepSpeed), KL controller, each rank's data order, history. Collective on several ranks."""
+        from .. import distributed
+
         root = self.output_dir / "checkpoints"
         tmp, final = root / f".iter-{self.iteration}.tmp", root / f"iter-{self.iteration}"
         if self.rank == 0:
             shutil.rmtree(tmp, ignore_errors=True)
             tmp.mkdir(parents=True)
-        self._barrier()
+        distributed.barrier()
         if self.engine is not None:
             self.engine.save_checkpoint(str(tmp), tag="engine")
         elif self.rank == 0:  # replicas: rank 0's weights are everyone's
@@ -348,14 +233,14 @@ class PPOTrainer:
                 "rng": self._rng.getstate()[1], "history": self.history}
         if self.rank != 0:
             (tmp / self._state_name()).write_text(json.dumps(meta, default=float))
-        self._barrier()
+        distributed.barrier()
         if self.rank == 0:
             (tmp / self._state_name()).write_text(json.dumps(meta, default=float))  # last: marks it complete
             tmp.rename(final)  # complete or absent, never half-written
             for old in root.glob("iter-*"):
                 if old != final:
                     shutil.rmtree(old, ignore_errors=True)
-        self._barrier()
+        distributed.barrier()
         return final
 
     def load_checkpoint(self, path: Path) -> None:
@@ -372,27 +257,6 @@ class PPOTrainer:
         self._order = list(meta["order"])
         self._rng.setstate((3, tuple(meta["rng"]), None))
         self.history = list(meta["history"])
-
-
-def _average_gradients(params, world_size: int) -> None:
-    import torch.distributed as dist
-
-    for p in params:
-        if p.grad is not None:
-            dist.all_reduce(p.grad)
-            p.grad /= world_size
-
-
-def _mean_over_ranks(stats: dict, world_size: int) -> dict:
-    """Every rank gets the mean of every statistic (so all see the same KL for the controller)."""
-    if world_size == 1:
-        return stats
-    import torch.distributed as dist
-
-    keys = sorted(stats)
-    t = torch.tensor([float(stats[k]) for k in keys], dtype=torch.float64)
-    dist.all_reduce(t)
-    return {k: v / world_size for k, v in zip(keys, t.tolist(), strict=True)}
 
 
 def last_checkpoint(output_dir: Path) -> Path | None:

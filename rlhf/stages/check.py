@@ -1,10 +1,13 @@
 """`rlhf check ...`: preflight a data config without training or loading a model.
 
-Reports row counts per split, invalid rows by reason, duplicates, token-length quantiles, the
-share truncated at `model.max_length` and near-identical pairs: curate the data before a GPU-hour.
-And the memory each process will need for the model states under the chosen ZeRO stage, offload
-and world size (`deepspeed=...`, `launch.world_size`), counted from the model config: learn that a
-job will not fit before it waits in a queue.
+The rows go through the stage's own encoder (`encoder(cfg, tokenizer)` of the stage module), so the
+report describes exactly what that stage would train on: row counts per split, invalid rows by
+reason (truncation that leaves a row nothing to learn included), duplicates, token-length
+quantiles, the share truncated at `model.max_length` under the stage's real rule, the share of
+tokens that carry loss (SFT), near-identical pairs. And the memory each process will need for the
+model states under the chosen ZeRO stage, offload and world size (`deepspeed=...`,
+`launch.world_size`), counted from the model config: learn that a job will not fit before it waits
+in a queue. Exits 2 when rows are invalid under `data.on_invalid=error`, so CI can gate on it.
 """
 
 from __future__ import annotations
@@ -12,23 +15,26 @@ from __future__ import annotations
 import json
 import logging
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
+from ..errors import UserError
 from ..memory import estimate, format_estimate, model_size, zero_setup
 
 log = logging.getLogger(__name__)
 
 
 def run(cfg: DictConfig) -> dict:
-    from rlhf.data import DataConfig, format_preflight, preflight
+    from rlhf.data import format_preflight, preflight
 
+    from ..config import stage_module
     from ..models import load_tokenizer, resolve_source
+    from .common import data_config
 
-    data_cfg = DataConfig.from_mapping(OmegaConf.to_container(cfg.data, resolve=True))
+    data_cfg = data_config(cfg.data)
     source, _ = resolve_source(cfg.model, ("policy", "reward"))
-    memory = memory_report(cfg, source)
     tokenizer = load_tokenizer(cfg.model, source)
-    report = preflight(data_cfg, tokenizer=tokenizer, max_length=int(cfg.model.max_length))
+    report = preflight(data_cfg, stage_module(cfg.stage.name).encoder(cfg, tokenizer))
+    memory = memory_report(cfg, source)
     report["memory"] = memory
     print(format_preflight(report))
     print(format_estimate(memory))
@@ -36,6 +42,12 @@ def run(cfg: DictConfig) -> dict:
         with open(cfg.check_out, "w") as f:
             json.dump(report, f, indent=2, default=str)
         print(f"report written to {cfg.check_out}")
+    bad = report["invalid"]["total"]
+    if not report["split"]["train"]:
+        raise UserError(f"no valid training rows in {data_cfg.source} (see the report above): training would stop")
+    if bad and data_cfg.on_invalid == "error":
+        raise UserError(f"{bad} of {report['rows']} rows from {data_cfg.source} are invalid (see the report above); "
+                        "fix them, or set data.on_invalid=drop to drop them")
     return report
 
 

@@ -1,7 +1,8 @@
-"""What every stage does around its trainer: run dir, data, TRL config, artifact, W&B close."""
+"""What every stage does around its trainer: run dir, data, TRL config, evaluation, artifact, W&B close."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import shutil
 from dataclasses import dataclass
@@ -12,11 +13,27 @@ from omegaconf import DictConfig, OmegaConf
 
 from .. import distributed
 from ..artifacts import Artifact, RunDir, config_hash, write_artifact
-from ..config import build_trainer_config
 from ..errors import UserError
 from ..tracking import finish_run, setup_reporting
 
 log = logging.getLogger(__name__)
+
+
+def build_trainer_config(config_cls: type, trainer_cfg, **fixed: Any):
+    """The trainer config: the `trainer:` node (checked by `rlhf.config.validate`) plus what the stage
+    decides. On a machine without CUDA, TRL's bf16 default would raise: run on the CPU in fp32."""
+    given = OmegaConf.to_container(trainer_cfg, resolve=True) if isinstance(trainer_cfg, DictConfig) else dict(trainer_cfg)
+    kwargs = {**given, **fixed}
+    import torch
+
+    if not torch.cuda.is_available() and "use_cpu" in {f.name for f in dataclasses.fields(config_cls)}:
+        kwargs.setdefault("use_cpu", True)
+        kwargs["bf16"] = False
+        kwargs["fp16"] = False
+    try:
+        return config_cls(**kwargs)
+    except (ValueError, TypeError) as e:
+        raise UserError(f"trainer: {config_cls.__name__} refused the options: {e}") from None
 
 
 @dataclass
@@ -27,7 +44,9 @@ class StageContext:
     report_to: str
 
     def trainer_config(self, config_cls: type, **extra: Any):
-        """The TRL config for this run: the `trainer:` node plus what the stage decides."""
+        """The TRL config for this run: the `trainer:` node plus what the stage decides. The stage's
+        sequences are already cut to `model.max_length` by its encoder: TRL gets the same length, so
+        its own truncation and filtering are no-ops."""
         fixed = dict(
             output_dir=str(self.run_dir / "checkpoints"),
             seed=int(self.cfg.seed),
@@ -35,6 +54,8 @@ class StageContext:
             report_to=self.report_to,
             run_name=self.run_name,
         )
+        if "max_length" in {f.name for f in dataclasses.fields(config_cls)}:
+            fixed["max_length"] = int(self.cfg.model.max_length)
         if distributed.uses_deepspeed(self.cfg):  # conf/deepspeed/: "auto" values are filled in by TRL/transformers
             fixed["deepspeed"] = OmegaConf.to_container(self.cfg.deepspeed, resolve=True)
         fixed.update(extra)
@@ -84,32 +105,73 @@ def begin(ctx: StageContext) -> None:
     ctx.report_to = setup_reporting(ctx.cfg.logger, ctx.run_dir, ctx.run_name)
 
 
-def load_data(cfg: DictConfig, tokenizer, truncation_side: str):
-    """Validated train/eval rows of the stage's data config (raises UserError listing bad rows)."""
-    from rlhf.data import DataConfig, load_splits
+def data_config(node):
+    from rlhf.data import DataConfig
 
-    data_cfg = DataConfig.from_mapping(OmegaConf.to_container(cfg.data, resolve=True))
-    splits = load_splits(data_cfg, tokenizer=tokenizer, max_length=int(cfg.model.max_length),
-                         truncation_side=truncation_side)
-    if splits.dropped:
-        log.warning("dropped %d invalid rows (data.on_invalid=drop): %s", sum(splits.dropped.values()),
-                    ", ".join(f"{k}={v}" for k, v in sorted(splits.dropped.items())))
-    log.info("data %s: %d train / %d eval %s rows", splits.source, len(splits.train), len(splits.eval), splits.kind)
+    return DataConfig.from_mapping(OmegaConf.to_container(node, resolve=True))
+
+
+def load_data(cfg: DictConfig, encoder):
+    """Validated and encoded train/eval rows of the stage's data config (raises UserError listing bad
+    rows, or drops them under data.on_invalid=drop); `splits.train_features` is what the trainer gets."""
+    from rlhf.data import load_splits
+
+    splits = load_splits(data_config(cfg.data), encoder)
+    led = splits.ledger
+    if led.dropped:
+        log.warning("dropped %d invalid rows (data.on_invalid=drop): %s", sum(led.dropped.values()),
+                    ", ".join(f"{k}={v}" for k, v in sorted(led.dropped.items())))
+    log.info("data %s: %d records -> %d rows, %d valid: %d train / %d eval %s rows (%d / %d truncated: %s)",
+             splits.source, led.read, led.rows, led.valid, led.train, led.eval, splits.kind, led.truncated_train,
+             led.truncated_eval, encoder.rule)
     if not splits.train:
         raise UserError(f"data: no training rows left in {splits.source}")
     return splits
 
 
+def prompt_encoder(cfg: DictConfig, tokenizer):
+    """The encoder of the stages that sample from prompts (generate, eval, ppo, grpo, rloo)."""
+    from rlhf.data import PromptEncoder
+
+    return PromptEncoder(tokenizer, int(cfg.model.max_length))
+
+
+def row_metrics(splits, trained: int, evaluated: int) -> dict[str, Any]:
+    """The row ledger for metrics.json: read -> valid -> dropped by reason -> truncated -> trained;
+    `trained`/`evaluated` are the lengths of the datasets the trainer holds."""
+    splits.ledger.trained, splits.ledger.evaluated = trained, evaluated
+    led = splits.ledger
+    return {"rows": led.as_dict(), "train_rows": led.train, "eval_rows": led.eval, "dropped_rows": dict(led.dropped),
+            "truncated_rows": led.truncated_train + led.truncated_eval}
+
+
 def online_rl_inputs(cfg: DictConfig):
     """What the online RL stages (ppo, grpo, rloo) start from: the policy's source and artifact, its
-    tokenizer, the data splits, and the distinct prompts of the train split (in order)."""
+    tokenizer, the data splits (prompts encoded), and the distinct prompts of the train split with
+    their ids, in order."""
     from ..models import load_tokenizer, resolve_source
 
     source, init_art = resolve_source(cfg.model, ("policy",))
     tokenizer = load_tokenizer(cfg.model, source)
-    splits = load_data(cfg, tokenizer, truncation_side="left")
-    prompts = list(dict.fromkeys(r["prompt"] for r in splits.train if r.get("prompt")))
-    return source, init_art, tokenizer, splits, prompts
+    splits = load_data(cfg, prompt_encoder(cfg, tokenizer))
+    prompts, prompt_ids = distinct_prompts(splits.train, splits.train_features)
+    return source, init_art, tokenizer, splits, prompts, prompt_ids
+
+
+def distinct_prompts(rows, features) -> tuple[list, list[list[int]]]:
+    """The distinct prompts of encoded rows (first occurrence order) and their ids."""
+    from rlhf.data import prompt_of
+
+    seen: dict[str, int] = {}
+    prompts, ids = [], []
+    for row, feat in zip(rows, features, strict=True):
+        p = prompt_of(row)
+        key = repr(p)
+        if key not in seen:
+            seen[key] = len(prompts)
+            prompts.append(p)
+            ids.append(feat["prompt_ids"])
+    return prompts, ids
 
 
 def finish(ctx: StageContext, *, kind: str, model, tokenizer, metrics: dict[str, Any],
@@ -175,20 +237,19 @@ def finish_policy(ctx: StageContext, evaluator: PolicyEvaluator | None, model, t
 
 
 def _evaluate_saved(ctx: StageContext, evaluator: PolicyEvaluator, model_dir: str, source: str) -> dict:
-    from transformers import AutoModelForCausalLM
+    from ..models import load_frozen_policy
 
-    with distributed.zero3_init_off():
-        policy = AutoModelForCausalLM.from_pretrained(ctx.run_dir / model_dir)
-        reference = load_reference(ctx.cfg, source, evaluator.tokenizer)
-    return evaluator.run(ctx, policy, reference)
+    policy = load_frozen_policy(ctx.cfg.model, str(ctx.run_dir / model_dir), evaluator.tokenizer)
+    return evaluator.run(ctx, policy, load_reference(ctx.cfg, source, evaluator.tokenizer))
 
 
 @dataclass
 class PolicyEvaluator:
-    """The `evaluation:` node made ready: held-out prompts, judge, reward model, sampling settings."""
+    """The `evaluation:` node made ready: held-out prompts (encoded), judge, reward model, sampling."""
 
     tokenizer: Any
-    prompts: list[str]
+    prompts: list
+    prompt_ids: list[list[int]]
     judge: Any
     reward: Any
     gen: Any
@@ -201,50 +262,59 @@ class PolicyEvaluator:
         ev = cfg.evaluation
         if not ev.enabled:
             return None
-        from ..generation import GenerationConfig, RewardScorer
-        from ..reward.functions import resolve
+        from rlhf.data import load_splits
 
+        from ..judges import resolve
+        from ..schema import Generation
+
+        encoder = prompt_encoder(cfg, tokenizer)
         if ev.data is not None:
-            from rlhf.data import DataConfig, load_splits
-
-            data_cfg = DataConfig.from_mapping(OmegaConf.to_container(ev.data, resolve=True))
-            rows = load_splits(data_cfg, tokenizer=tokenizer, max_length=int(cfg.model.max_length),
-                               truncation_side="left").eval
-            where = f"evaluation.data ({data_cfg.source})"
+            held_out = load_splits(data_config(ev.data), encoder)
+            rows, feats, where = held_out.eval, held_out.eval_features, f"evaluation.data ({held_out.source})"
         else:
             if splits is None:
-                splits = load_data(cfg, tokenizer, truncation_side="left")
-            rows, where = splits.eval, f"the held-out split of data ({cfg.data.source})"
-        prompts = list(dict.fromkeys(r["prompt"] for r in rows if r.get("prompt")))[: int(ev.max_prompts)]
+                splits = load_data(cfg, encoder)
+            encoded = encoder.encode(splits.eval)
+            rows = [r for r, e in zip(splits.eval, encoded, strict=True) if e.problem is None]
+            feats = [e.features for e in encoded if e.problem is None]
+            where = f"the held-out split of data ({cfg.data.source})"
+        prompts, ids = distinct_prompts(rows, feats)
+        prompts, ids = prompts[: int(ev.max_prompts)], ids[: int(ev.max_prompts)]
         if not prompts:
             raise UserError(f"evaluation: no held-out prompts in {where}; set evaluation.data or evaluation.enabled=false")
-        reward = RewardScorer.from_artifact(ev.reward_model, what="evaluation.reward_model") if ev.reward_model else None
-        gen = GenerationConfig.from_mapping(OmegaConf.to_container(ev.generation, resolve=True))
+        reward = reward_scorer(cfg, ev.reward_model, "evaluation.reward_model") if ev.reward_model else None
+        gen = Generation.from_mapping(OmegaConf.to_container(ev.generation, resolve=True))
         judge = resolve(str(ev.judge), "evaluation.judge") if ev.judge else None
-        return cls(tokenizer, prompts, judge, reward, gen, int(ev.n_show))
+        return cls(tokenizer, prompts, ids, judge, reward, gen, int(ev.n_show))
 
     def run(self, ctx: StageContext, policy, reference) -> dict:
         """Evaluate, write eval.json into the run dir, log to W&B, print the table."""
         from ..artifacts import write_json_atomic
         from ..evaluation import evaluate_policy, format_eval, log_eval_to_wandb
+        from ..models import stop_token_ids
 
-        result = evaluate_policy(policy, self.tokenizer, self.prompts, self.gen, reference=reference,
-                                 judge=self.judge, reward=self.reward, n_show=self.n_show)
+        result = evaluate_policy(policy, self.tokenizer, self.prompts, self.prompt_ids, self.gen,
+                                 stop_ids=stop_token_ids(self.tokenizer), reference=reference, judge=self.judge,
+                                 reward=self.reward, n_show=self.n_show)
         write_json_atomic(ctx.run_dir / "eval.json", result)
         log_eval_to_wandb(result)
         print(format_eval(result), flush=True)
-        return {k: v for k, v in result.items() if k not in ("samples", "generation")}
+        return {k: v for k, v in result.items() if k not in ("samples", "generation", "per_sample")}
+
+
+def reward_scorer(cfg: DictConfig, run_dir: str, what: str):
+    """A reward-model artifact as a scorer, loaded in the run's dtype (`rlhf.models`)."""
+    from rlhf.reward import RewardScorer
+
+    from ..models import load_reward_artifact
+
+    model, tok, max_length = load_reward_artifact(str(run_dir), cfg.model, what)
+    return RewardScorer(model, tok, max_length)
 
 
 def load_reference(cfg: DictConfig, source: str, tokenizer):
     """The frozen reference for evaluation: the policy's starting weights, loaded again (whole, even
     while a ZeRO-3 config is live: only models a DeepSpeed engine owns are partitioned)."""
-    from transformers import AutoModelForCausalLM
+    from ..models import load_frozen_policy
 
-    from ..models import _finish, _from_pretrained
-
-    with distributed.zero3_init_off():
-        model = _from_pretrained(AutoModelForCausalLM, source, cfg.model, cfg.peft)
-    none_peft = OmegaConf.create({"method": "none"})
-    model = _finish(model, cfg.model, none_peft, tokenizer, task_type="CAUSAL_LM")
-    return model.eval()
+    return load_frozen_policy(cfg.model, source, tokenizer)

@@ -1,12 +1,15 @@
 """GRPO and RLOO stages: TRL's GRPOTrainer / RLOOTrainer (critic-free: the baseline is the other
 samples of the same prompt), the policy from an SFT artifact, rewards from a reward-model artifact
-and/or named reward functions (`reward/functions.py`). Ends with the same policy-vs-reference
+and/or named reward functions (`rlhf.judges`). Prompts are validated by `rlhf.data.PromptEncoder`
+and handed to TRL in their canonical form (text, or messages it renders with the same chat
+template), so TRL's prompt ids are the ones validated. Ends with the same policy-vs-reference
 evaluation as DPO and PPO, so the frontier report can put them side by side.
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from omegaconf import DictConfig
@@ -15,24 +18,72 @@ from . import common
 
 log = logging.getLogger(__name__)
 
+DATA_KINDS = ("sft", "pair", "ranked")
+encoder = common.prompt_encoder  # prompts to sample from
+TRAINER = None  # per stage name: TRAINERS
+TRAINERS = {"grpo": "trl.GRPOConfig", "rloo": "trl.RLOOConfig"}
 
-def reward_functions(st) -> tuple[list, list[str]]:
+
+@dataclass
+class Options:
+    """`stage:` of stage=grpo / stage=rloo (conf/stage/grpo.yaml)."""
+
+    reward_model: str | None = None
+    reward_funcs: list[str] = field(default_factory=list)
+
+
+def problems(cfg: DictConfig) -> list[str]:
+    from ..config import trainer_problems
+
+    out = []
+    if cfg.mode == "train":
+        out += trainer_problems(TRAINERS[cfg.stage.name], dict(cfg.trainer), dict(cfg.model))
+    st = cfg.stage
+    if not st.get("reward_model") and not st.get("reward_funcs"):
+        out.append(f"stage={st.name}: set stage.reward_model (a reward run dir) and/or stage.reward_funcs "
+                   "(e.g. [vader], or module.attr)")
+    for spec in st.get("reward_funcs") or []:
+        from ..errors import UserError
+        from ..judges import resolve
+
+        try:
+            resolve(str(spec), "stage.reward_funcs")
+        except UserError as e:
+            out += e.problems
+    return out
+
+
+def as_trl_reward_func(fn, name: str):
+    """TRL calls reward functions as ``f(prompts=..., completions=..., completion_ids=..., **columns)``
+    with conversational completions as message lists, and logs them under ``__name__``."""
+    from rlhf.data.chat import plain_text
+
+    def reward_func(prompts, completions, **_):
+        texts = [c[-1]["content"] if isinstance(c, list) else c for c in completions]
+        return [float(x) for x in fn([plain_text(p) for p in prompts], texts)]
+
+    reward_func.__name__ = name
+    return reward_func
+
+
+def reward_functions(cfg: DictConfig) -> tuple[list, list[str]]:
     """stage.reward_model (a reward run dir) and stage.reward_funcs (names or module.attr) -> TRL
-    reward callables and their names. Raises UserError when neither is given."""
-    from ..errors import UserError
-    from ..generation import RewardScorer
-    from ..reward.functions import as_trl_reward_func, resolve
+    reward callables and their names."""
+    from ..judges import resolve
 
-    funcs, names = [], []
+    st, funcs, names = cfg.stage, [], []
     if st.get("reward_model"):
-        funcs.append(as_trl_reward_func(RewardScorer.from_artifact(st.reward_model), "reward_model"))
+        scorer = common.reward_scorer(cfg, st.reward_model, "stage.reward_model")
+
+        def reward_model(prompts, completions, **_):
+            texts = [c[-1]["content"] if isinstance(c, list) else c for c in completions]
+            return [float(x) for x in scorer(prompts, texts)]
+
+        funcs.append(reward_model)
         names.append(f"reward_model ({st.reward_model})")
     for spec in st.get("reward_funcs") or []:
-        funcs.append(as_trl_reward_func(resolve(str(spec)), str(spec).rpartition(".")[2]))
+        funcs.append(as_trl_reward_func(resolve(str(spec), "stage.reward_funcs"), str(spec).rpartition(".")[2]))
         names.append(str(spec))
-    if not funcs:
-        raise UserError(f"stage={st.name}: set stage.reward_model (a reward run dir) and/or stage.reward_funcs "
-                        "(e.g. [vader], or module.attr)")
     return funcs, names
 
 
@@ -47,14 +98,13 @@ def run(cfg: DictConfig, run_dir: Path):
                                "rloo": (trl.RLOOConfig, trl.RLOOTrainer)}[name]
     rd, ctx = common.start(cfg, run_dir)
     with rd:
-        source, init_art, tokenizer, splits, prompts = common.online_rl_inputs(cfg)
-        funcs, reward_names = reward_functions(cfg.stage)
+        source, init_art, tokenizer, splits, prompts, _ = common.online_rl_inputs(cfg)
+        funcs, reward_names = reward_functions(cfg)
         evaluator = common.PolicyEvaluator.from_config(cfg, tokenizer, splits)
         common.begin(ctx)
 
         # Held-out evaluation is ours (rlhf.evaluation), so TRL's generation-heavy eval loop stays off.
         args = ctx.trainer_config(config_cls, eval_strategy="no")
-        tokenizer.padding_side = "left"  # generation batches are left-padded
         policy = build_policy(cfg.model, cfg.peft, tokenizer)
         log.info("%s policy %s: %s; rewards: %s; KL beta %s (reference: %s)", name.upper(), source,
                  count_parameters(policy), ", ".join(reward_names), args.beta,
@@ -65,6 +115,7 @@ def run(cfg: DictConfig, run_dir: Path):
         out = trainer.train(resume_from_checkpoint=ctx.last_checkpoint())
         logged = [h for h in trainer.state.log_history if "reward" in h]
         metrics: dict = {
+            **common.row_metrics(splits, len(trainer.train_dataset), 0),
             "prompts": len(prompts), "rewards": reward_names, "beta": args.beta,
             "num_generations": args.num_generations, **count_parameters(policy),
             "train_loss": out.training_loss, "train_runtime_s": out.metrics.get("train_runtime"),

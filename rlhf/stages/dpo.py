@@ -1,12 +1,15 @@
 """DPO stage: TRL's DPOTrainer (every loss_type it offers, combined with loss_weights), the policy
 initialised from an SFT artifact, the reference = that same SFT model (reloaded by TRL from the
 policy's source) or, under LoRA, the policy with its adapter disabled (no second model in memory).
+Rows arrive tokenised by `rlhf.data.PreferenceEncoder` exactly as TRL would tokenise them, already
+cut at max_length, so TRL filters nothing: the rows validation accepts are the rows trained on.
 Ends with the policy-vs-reference evaluation on held-out prompts (rlhf.evaluation).
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 from omegaconf import DictConfig
@@ -15,6 +18,66 @@ from .. import distributed
 from . import common
 
 log = logging.getLogger(__name__)
+
+DATA_KINDS = ("pair",)
+TRAINER = "trl.DPOConfig"
+# TRL 1.16 DPOConfig.loss_type values (checked before any model loads).
+LOSS_TYPES = ("sigmoid", "hinge", "ipo", "exo_pair", "nca_pair", "robust", "bco_pair", "sppo_hard", "aot",
+              "aot_unpaired", "apo_zero", "apo_down", "discopop", "sft", "sigmoid_norm")
+
+
+@dataclass
+class Options:
+    """`stage:` of stage=dpo: nothing of its own (the DPO knobs are TRL's, under `trainer:`)."""
+
+
+def encoder(cfg: DictConfig, tokenizer):
+    from rlhf.data import PreferenceEncoder
+
+    return PreferenceEncoder(tokenizer, int(cfg.model.max_length))
+
+
+def problems(cfg: DictConfig) -> list[str]:
+    """What TRL's DPOTrainer would only refuse after loading the models (or silently accept)."""
+    from ..errors import did_you_mean
+
+    t, out = cfg.trainer, []
+    losses = t.get("loss_type", ["sigmoid"])
+    losses = [losses] if isinstance(losses, str) else list(losses)
+    for lt in losses:
+        if lt not in LOSS_TYPES:
+            out.append(f"trainer.loss_type: {lt!r} is not a TRL DPO loss{did_you_mean(str(lt), LOSS_TYPES)} "
+                       f"(one of {', '.join(LOSS_TYPES)})")
+    weights = t.get("loss_weights")
+    if weights is not None and len(weights) != len(losses):
+        out.append(f"trainer.loss_weights: {len(weights)} weights for {len(losses)} loss types {losses}")
+    ls = t.get("label_smoothing", 0.0) or 0.0
+    if isinstance(ls, int | float):
+        if "exo_pair" in losses and ls <= 0:
+            out.append("trainer.label_smoothing: loss_type exo_pair needs label_smoothing > 0 (the EXO paper uses 1e-3)")
+        if not 0 <= ls < 0.5:
+            out.append(f"trainer.label_smoothing: must lie in [0, 0.5) (robust / conservative DPO), got {ls}")
+    beta = t.get("beta", 0.1)
+    if isinstance(beta, int | float) and beta <= 0:
+        out.append(f"trainer.beta: must be > 0, got {beta}")
+    if t.get("truncation_mode", "keep_start") != "keep_start":
+        out.append("trainer.truncation_mode: only keep_start (TRL deprecates keep_end): the prompt + response is cut "
+                   "at its end, and a prompt that fills model.max_length is a data problem")
+    return out
+
+
+def _pretokenized(trainer_cls):
+    """DPOTrainer taking rows already tokenised by PreferenceEncoder (prompt_ids/chosen_ids/rejected_ids)."""
+
+    class PretokenizedDPOTrainer(trainer_cls):
+        def _prepare_dataset(self, dataset, processing_class, args, dataset_name):
+            missing = {"prompt_ids", "chosen_ids", "rejected_ids"} - set(dataset.column_names)
+            if missing:
+                raise ValueError(f"the {dataset_name} dataset lacks {sorted(missing)}: encode it with "
+                                 "rlhf.data.PreferenceEncoder")
+            return dataset
+
+    return PretokenizedDPOTrainer
 
 
 def run(cfg: DictConfig, run_dir: Path):
@@ -27,25 +90,23 @@ def run(cfg: DictConfig, run_dir: Path):
     with rd:
         source, init_art = resolve_source(cfg.model, ("policy",))
         tokenizer = load_tokenizer(cfg.model, source)
-        splits = common.load_data(cfg, tokenizer, truncation_side="left")
+        splits = common.load_data(cfg, encoder(cfg, tokenizer))
         evaluator = common.PolicyEvaluator.from_config(cfg, tokenizer, splits)  # fails early on a bad judge / RM
         common.begin(ctx)
 
-        args = ctx.trainer_config(DPOConfig, **({} if splits.eval else {"eval_strategy": "no"}))
+        args = ctx.trainer_config(DPOConfig, truncation_mode="keep_start",
+                                  **({} if splits.eval else {"eval_strategy": "no"}))
         model = build_policy(cfg.model, cfg.peft, tokenizer)
         log.info("policy %s: %s; reference: %s", source, count_parameters(model),
                  "the policy with its LoRA adapter disabled" if cfg.peft.method != "none" else source)
-
-        def to_ds(rows):
-            return Dataset.from_list([{k: r[k] for k in ("prompt", "chosen", "rejected")} for r in rows])
-
-        trainer = DPOTrainer(
+        trainer = _pretokenized(DPOTrainer)(
             model=model, ref_model=None, args=args, processing_class=tokenizer,
-            train_dataset=to_ds(splits.train), eval_dataset=to_ds(splits.eval) if splits.eval else None,
+            train_dataset=Dataset.from_list(splits.train_features),
+            eval_dataset=Dataset.from_list(splits.eval_features) if splits.eval else None,
         )
-        metrics: dict = {"train_rows": len(splits.train), "eval_rows": len(splits.eval),
-                         "dropped_rows": dict(splits.dropped), "loss_type": list(args.loss_type),
-                         "beta": args.beta, **count_parameters(model),
+        metrics: dict = {**common.row_metrics(splits, len(trainer.train_dataset),
+                                              len(trainer.eval_dataset) if splits.eval else 0),
+                         "loss_type": list(args.loss_type), "beta": args.beta, **count_parameters(model),
                          "reference_in_memory": trainer.ref_model is not None}
         if splits.eval:
             common.before_training(trainer, lambda: metrics.update(_dpo_eval(trainer, "eval_before")))

@@ -10,6 +10,7 @@ Under a multi-process launch rank 0 evaluates while the other ranks wait.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
@@ -19,14 +20,29 @@ from . import common
 
 log = logging.getLogger(__name__)
 
+DATA_KINDS = ("sft", "pair", "ranked")
+encoder = common.prompt_encoder  # prompts to sample from
+TRAINER = None
+
+
+@dataclass
+class Options:
+    """`stage:` of stage=eval (conf/stage/eval.yaml)."""
+
+    reference: str | None = None  # run dir or model path; null = the reference the policy was trained against
+
+
+def problems(cfg: DictConfig) -> list[str]:
+    if not cfg.model.get("init_from"):
+        return ["stage=eval: set model.init_from to the run dir of the policy to evaluate"]
+    return []
+
 
 def run(cfg: DictConfig, run_dir: Path):
     from ..artifacts import read_artifact
     from ..errors import UserError
-    from ..models import build_policy, load_tokenizer, resolve_source
+    from ..models import load_frozen_policy, load_tokenizer, resolve_source
 
-    if not cfg.model.init_from:
-        raise UserError("stage=eval: set model.init_from to the run dir of the policy to evaluate")
     rd, ctx = common.start(cfg, run_dir)
     with rd:
         source, art = resolve_source(cfg.model, ("policy",))
@@ -43,10 +59,10 @@ def run(cfg: DictConfig, run_dir: Path):
         OmegaConf.update(cfg_eval, "evaluation.enabled", True)
         evaluator = common.PolicyEvaluator.from_config(cfg_eval, tokenizer)
         common.begin(ctx)
+
         def evaluate():  # rank 0 only under a launcher (the others wait): whole models, no ZeRO
-            with distributed.zero3_init_off():
-                policy = build_policy(cfg.model, OmegaConf.create({"method": "none"}), tokenizer)
-                reference = common.load_reference(cfg, ref_source, tokenizer)
+            policy = load_frozen_policy(cfg.model, source, tokenizer)
+            reference = common.load_reference(cfg, ref_source, tokenizer)
             log.info("policy %s vs reference %s on %d prompts", source, ref_source, len(evaluator.prompts))
             return evaluator.run(ctx, policy, reference)
 

@@ -7,6 +7,7 @@ Outputs (`stage.output`):
   ranked      one ranked list per prompt (rank 0 = best, equal scores tie): the K-wise reward loss
   best_of_n   no training data: the best-of-n baseline on held-out prompts (score of the best of n
               samples chosen by the scorer vs a single sample), with its analytic KL bound
+Conversational prompts give conversational rows (the responses as assistant turns).
 """
 
 from __future__ import annotations
@@ -14,70 +15,108 @@ from __future__ import annotations
 import json
 import logging
 import math
+from dataclasses import dataclass, field
 from pathlib import Path
 from statistics import mean
+from typing import Literal
 
 from omegaconf import DictConfig, OmegaConf
 
 from .. import distributed
+from ..schema import Generation
 from . import common
 
 log = logging.getLogger(__name__)
-OUTPUTS = ("best_worst", "all_pairs", "ranked", "best_of_n")
+
+DATA_KINDS = ("sft", "pair", "ranked")
+encoder = common.prompt_encoder  # prompts to sample from
+TRAINER = None
+
+
+@dataclass
+class Options:
+    """`stage:` of stage=generate (conf/stage/generate.yaml)."""
+
+    split: Literal["train", "eval"] = "train"
+    num_prompts: int | None = field(default=None, metadata={"ge": 1})
+    judge: str | None = None
+    reward_model: str | None = None
+    output: Literal["best_worst", "all_pairs", "ranked", "best_of_n"] = "best_worst"
+    min_gap: float = field(default=0.0, metadata={"ge": 0})
+    generation: Generation = field(default_factory=Generation)
+
+
+def problems(cfg: DictConfig) -> list[str]:
+    st, out = cfg.stage, []
+    if not st.get("judge") and not st.get("reward_model"):
+        out.append("stage=generate: set stage.judge (a name or module.attr) or stage.reward_model (a reward run dir)")
+    if st.get("judge"):
+        from ..errors import UserError
+        from ..judges import resolve
+
+        try:
+            resolve(str(st.judge), "stage.judge")
+        except UserError as e:
+            out += e.problems
+    n = (st.get("generation") or {}).get("num_samples", 2)
+    if isinstance(n, int) and n < 2:
+        out.append(f"stage.generation.num_samples: need at least 2 samples per prompt, got {n}")
+    return out
 
 
 def run(cfg: DictConfig, run_dir: Path):
     import torch
 
-    from ..errors import UserError, did_you_mean
-    from ..generation import GenerationConfig, RewardScorer, merge_samples, sample
-    from ..judges import load_judge
-    from ..models import build_policy, load_tokenizer, resolve_source
+    from ..errors import UserError
+    from ..judges import resolve
+    from ..models import build_policy, load_tokenizer, resolve_source, stop_token_ids
+    from ..sampling import merge_samples, sample
 
     st = cfg.stage
-    if st.output not in OUTPUTS:
-        raise UserError(f"stage.output: {st.output!r} is not one of {', '.join(OUTPUTS)}{did_you_mean(st.output, OUTPUTS)}")
     rd, ctx = common.start(cfg, run_dir)
     with rd:
         source, _ = resolve_source(cfg.model, ("policy",))
         tokenizer = load_tokenizer(cfg.model, source)
-        splits = common.load_data(cfg, tokenizer, truncation_side="left")
-        rows = splits.eval if (st.split == "eval" or st.output == "best_of_n") else splits.train
-        prompts = list(dict.fromkeys(r["prompt"] for r in rows if r.get("prompt")))
+        splits = common.load_data(cfg, encoder(cfg, tokenizer))
+        use_eval = st.split == "eval" or st.output == "best_of_n"
+        prompts, prompt_ids = common.distinct_prompts(splits.eval if use_eval else splits.train,
+                                                      splits.eval_features if use_eval else splits.train_features)
         if st.num_prompts:
-            prompts = prompts[: int(st.num_prompts)]
+            prompts, prompt_ids = prompts[: int(st.num_prompts)], prompt_ids[: int(st.num_prompts)]
         if not prompts:
             raise UserError(f"stage=generate: no prompts in the {st.split} split of {splits.source}")
-        judge = load_judge(st.judge, "stage.judge")
-        reward = RewardScorer.from_artifact(st.reward_model, what="stage.reward_model") if st.reward_model else None
-        scorer = reward or judge
-        if scorer is None:
-            raise UserError("stage=generate: set stage.judge (module.attr) or stage.reward_model (a reward run dir)")
+        judge = resolve(str(st.judge), "stage.judge") if st.judge else None
+        reward = common.reward_scorer(cfg, st.reward_model, "stage.reward_model") if st.reward_model else None
         common.begin(ctx)
 
-        gen = GenerationConfig.from_mapping(OmegaConf.to_container(st.generation, resolve=True))
-        if gen.num_samples < 2:
-            raise UserError(f"stage.generation.num_samples: need at least 2 samples per prompt, got {gen.num_samples}")
+        gen = Generation.from_mapping(OmegaConf.to_container(st.generation, resolve=True))
         with distributed.zero3_init_off():
             model = build_policy(cfg.model, OmegaConf.create({"method": "none"}), tokenizer)
         torch.manual_seed(int(cfg.seed))
         # Under a launcher each rank samples its share of the batches (same seeds as one process),
         # rank 0 puts them together, scores them and writes the data.
-        mine = sample(model, tokenizer, prompts, gen, desc=f"sampling {gen.num_samples} x {len(prompts)}",
-                      shard=(distributed.rank(), distributed.world_size()))
+        mine = sample(model, tokenizer, prompts, prompt_ids, gen, stop_ids=stop_token_ids(tokenizer),
+                      shard=(distributed.rank(), distributed.world_size()),
+                      desc=f"sampling {gen.num_samples} x {len(prompts)}")
         s = merge_samples(distributed.all_gather(mine))
         metrics, extra = distributed.on_main(_score_and_write, ctx.run_dir, st, prompts, s, gen.num_samples,
-                                             scorer, judge, reward)
+                                             judge, reward)
+        metrics = {**common.row_metrics(splits, 0 if use_eval else len(prompts), len(prompts) if use_eval else 0),
+                   **metrics}
         return common.finish(ctx, kind="data", model=None, tokenizer=None, metrics=metrics, extra=extra)
 
 
-def _score_and_write(run_dir: Path, st, prompts, s, k: int, scorer, judge, reward) -> tuple[dict, dict]:
-    """Rank 0: score the samples, write samples.jsonl, the preference data and generate.json."""
+def _score_and_write(run_dir: Path, st, prompts, s, k: int, judge, reward) -> tuple[dict, dict]:
+    """Rank 0: score the samples (the reward model ranks when given; the judge is then reported as
+    gold), write samples.jsonl, the preference data and generate.json."""
+    from rlhf.data.chat import plain_text
+
     from ..artifacts import write_json_atomic
     from ..errors import UserError
 
-    scores = [float(x) for x in scorer(s.prompts, s.completions)]
-    gold = [float(x) for x in judge(s.prompts, s.completions)] if (judge and reward) else None
+    texts = [plain_text(p) for p in s.prompts]
+    scores = [float(x) for x in (reward(s.prompts, s.completions) if reward else judge(texts, s.completions))]
+    gold = [float(x) for x in judge(texts, s.completions)] if (judge and reward) else None
     groups = [list(range(i * k, (i + 1) * k)) for i in range(len(prompts))]
     with open(run_dir / "samples.jsonl", "w") as f:
         for i, prompt in enumerate(prompts):
@@ -89,7 +128,8 @@ def _score_and_write(run_dir: Path, st, prompts, s, k: int, scorer, judge, rewar
 
     metrics: dict = {"prompts": len(prompts), "samples": len(s.completions), "output": st.output,
                      "scorer": "reward_model" if reward else str(st.judge),
-                     "score_mean": mean(scores), "mean_len": mean(len(c) for c in s.completion_ids)}
+                     "score_mean": mean(scores), "mean_len": mean(len(c) for c in s.completion_ids),
+                     "ended_share": mean(s.ended)}
     extra: dict = {}
     if st.output == "best_of_n":
         best = [max(g, key=lambda j: scores[j]) for g in groups]
@@ -134,17 +174,24 @@ def _preference_rows(prompts, groups, completions, scores, output: str, min_gap:
             continue
         if output == "best_worst":
             b, w = ordered[0], ordered[-1]
-            rows.append({"prompt": prompt, "chosen": completions[b], "rejected": completions[w]})
+            rows.append({"prompt": prompt, "chosen": _turn(prompt, completions[b]),
+                         "rejected": _turn(prompt, completions[w])})
             gaps.append(scores[b] - scores[w])
         elif output == "all_pairs":
             for a in range(len(ordered)):
                 for c in range(a + 1, len(ordered)):
                     i, j = ordered[a], ordered[c]
                     if scores[i] - scores[j] > min_gap:
-                        rows.append({"prompt": prompt, "chosen": completions[i], "rejected": completions[j]})
+                        rows.append({"prompt": prompt, "chosen": _turn(prompt, completions[i]),
+                                     "rejected": _turn(prompt, completions[j])})
                         gaps.append(scores[i] - scores[j])
         else:  # ranked: equal scores share a rank
             distinct = sorted({scores[j] for j in ordered}, reverse=True)
-            rows.append({"prompt": prompt, "responses": [completions[j] for j in ordered],
+            rows.append({"prompt": prompt, "responses": [_turn(prompt, completions[j]) for j in ordered],
                          "ranks": [distinct.index(scores[j]) for j in ordered]})
     return rows, gaps, n_ties
+
+
+def _turn(prompt, completion: str):
+    """A sample as the response of a row: text, or an assistant turn when the prompt is a conversation."""
+    return [{"role": "assistant", "content": completion}] if isinstance(prompt, list) else completion

@@ -2,13 +2,16 @@
 
 Policy from an SFT artifact; reference = that SFT model frozen (or, under LoRA, the policy with its
 adapter disabled); reward = a reward-model artifact or a judge; value model from the reward model
-(default) or the policy, with a per-token scalar head. Ends with the policy-vs-reference evaluation.
+(default) or the policy, with a per-token scalar head. Every model is loaded by `rlhf.models` in the
+run's dtype. Ends with the policy-vs-reference evaluation.
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -17,60 +20,100 @@ from . import common
 
 log = logging.getLogger(__name__)
 
+DATA_KINDS = ("sft", "pair", "ranked")
+encoder = common.prompt_encoder  # prompts to sample from
+TRAINER = "rlhf.ppo.config.PPOConfig"
+
+
+@dataclass
+class Options:
+    """`stage:` of stage=ppo (conf/stage/ppo.yaml)."""
+
+    reward_model: str | None = None
+    judge: str | None = None
+    value_from: Literal["reward", "policy"] = "reward"
+
+
+def problems(cfg: DictConfig) -> list[str]:
+    st, out = cfg.stage, []
+    if not st.get("reward_model") and not st.get("judge"):
+        out.append("stage=ppo: set stage.reward_model (a reward run dir) or stage.judge (a name or module.attr)")
+    if st.get("value_from") == "reward" and not st.get("reward_model"):
+        out.append("stage.value_from=reward needs stage.reward_model; or set stage.value_from=policy")
+    if st.get("judge") and not st.get("reward_model"):
+        from ..errors import UserError
+        from ..judges import resolve
+
+        try:
+            resolve(str(st.judge), "stage.judge")
+        except UserError as e:
+            out += e.problems
+    t = cfg.trainer
+    ints = {k: t.get(k, d) for k, d in (("rollout_batch_size", 64), ("mini_batch_size", 16),
+                                        ("gradient_accumulation_steps", 1))}
+    if all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in ints.values()):
+        if ints["rollout_batch_size"] % ints["mini_batch_size"]:
+            out.append(f"trainer.rollout_batch_size: {ints['rollout_batch_size']} must be a multiple of "
+                       f"trainer.mini_batch_size ({ints['mini_batch_size']})")
+        if ints["mini_batch_size"] % ints["gradient_accumulation_steps"]:
+            out.append(f"trainer.mini_batch_size: {ints['mini_batch_size']} must be a multiple of "
+                       f"trainer.gradient_accumulation_steps ({ints['gradient_accumulation_steps']})")
+    return out
+
+
+def _scorer(cfg: DictConfig):
+    """(scorer, reward artifact dir or None): a reward model, else the judge (prompts as plain text)."""
+    st = cfg.stage
+    if st.reward_model:
+        return common.reward_scorer(cfg, st.reward_model, "stage.reward_model"), st.reward_model
+    from rlhf.data.chat import plain_text
+
+    from ..judges import resolve
+
+    judge = resolve(str(st.judge), "stage.judge")
+    return (lambda prompts, completions: judge([plain_text(p) for p in prompts], completions)), None
+
 
 def run(cfg: DictConfig, run_dir: Path):
     import torch
-    from transformers import AutoModelForSequenceClassification
 
+    from ..artifacts import read_artifact, write_json_atomic
     from ..errors import UserError
-    from ..generation import RewardScorer
-    from ..models import build_policy, count_parameters, save_model
+    from ..models import build_policy, build_value_model, count_parameters, save_model, stop_token_ids
     from ..ppo import PPOConfig, PPOTrainer, ValueModel, kl_trace_summary, last_checkpoint
-    from ..reward.functions import resolve
 
     st = cfg.stage
-    try:
-        ppo_cfg = PPOConfig(**OmegaConf.to_container(cfg.trainer, resolve=True), seed=int(cfg.seed))
-    except (TypeError, ValueError) as e:
-        raise UserError(f"trainer: {e}") from None
+    ppo_cfg = PPOConfig(**{**OmegaConf.to_container(cfg.trainer, resolve=True), "seed": int(cfg.seed)})
     rd, ctx = common.start(cfg, run_dir)
     with rd:
-        source, init_art, tokenizer, splits, prompts = common.online_rl_inputs(cfg)
-        if st.reward_model:
-            scorer = RewardScorer.from_artifact(st.reward_model, what="stage.reward_model")
-        elif st.judge:
-            scorer = resolve(str(st.judge), "stage.judge")
+        source, init_art, tokenizer, splits, prompts, prompt_ids = common.online_rl_inputs(cfg)
+        scorer, rm_dir = _scorer(cfg)
+        if st.value_from == "reward":
+            rm = read_artifact(rm_dir, expect_kinds=("reward",), what="stage.reward_model")
+            value_src = str(rm.path(rm.model_dir))
         else:
-            raise UserError("stage=ppo: set stage.reward_model (a reward run dir) or stage.judge (module.attr)")
-        value_from = st.value_from
-        if value_from == "reward":
-            if not st.reward_model:
-                raise UserError("stage.value_from=reward needs stage.reward_model; or set stage.value_from=policy")
-            value_src = str(scorer.model.name_or_path)
-        elif value_from == "policy":
             value_src = source
-        else:
-            raise UserError(f"stage.value_from: {value_from!r} is not reward or policy")
         evaluator = common.PolicyEvaluator.from_config(cfg, tokenizer, splits)
         common.begin(ctx)
 
+        torch.manual_seed(int(cfg.seed))  # the value head of a policy-initialised critic is new
         policy = build_policy(cfg.model, cfg.peft, tokenizer)
         lora = cfg.peft.method != "none"
         reference = None if lora else common.load_reference(cfg, source, tokenizer)
-        seq = AutoModelForSequenceClassification.from_pretrained(value_src, num_labels=1)
-        seq.config.pad_token_id = tokenizer.pad_token_id
         try:
-            value = ValueModel(seq)
+            value = ValueModel(build_value_model(cfg.model, value_src, tokenizer))
         except ValueError as e:
-            raise UserError(f"stage.value_from={value_from}: {e}") from None
+            raise UserError(f"stage.value_from={st.value_from}: {e}") from None
+        held = {"policy": policy, "reference": reference, "value": value, "reward": getattr(scorer, "model", None)}
+        dtypes = {k: str(next(m.parameters()).dtype).removeprefix("torch.") for k, m in held.items() if m is not None}
         log.info("policy %s: %s; reference: %s; value model from %s; reward: %s", source, count_parameters(policy),
-                 "adapter disabled" if lora else "frozen copy of the SFT model", value_src,
-                 st.reward_model or st.judge)
+                 "adapter disabled" if lora else "frozen copy of the SFT model", value_src, st.reward_model or st.judge)
 
         log_fn = _logger(ctx) if distributed.is_main() else None
         ds = OmegaConf.to_container(cfg.deepspeed, resolve=True) if distributed.uses_deepspeed(cfg) else None
-        trainer = PPOTrainer(ppo_cfg, policy, value, tokenizer, scorer, prompts, reference=reference,
-                             output_dir=ctx.run_dir, log_fn=log_fn, deepspeed_config=ds)
+        trainer = PPOTrainer(ppo_cfg, policy, value, tokenizer, scorer, prompts, prompt_ids, reference=reference,
+                             output_dir=ctx.run_dir, log_fn=log_fn, deepspeed_config=ds,
+                             stop_ids=stop_token_ids(tokenizer))
         ckpt = last_checkpoint(ctx.run_dir)
         if ckpt:
             log.info("resuming from %s", ckpt)
@@ -79,17 +122,16 @@ def run(cfg: DictConfig, run_dir: Path):
         history = trainer.train()
         first, last = history[0], history[-1]
         metrics: dict = {
+            **common.row_metrics(splits, len(prompts), 0),
             "prompts": len(prompts), "iterations": len(history), **count_parameters(policy),
             "world_size": trainer.world_size, "rollouts_per_iteration": ppo_cfg.rollout_batch_size * trainer.world_size,
-            "reference_in_memory": reference is not None,
+            "reference_in_memory": reference is not None, "model_dtypes": dtypes,
             "score_first": first["objective/scores"], "score_last": last["objective/scores"],
             "kl_last": last["objective/kl"], "kl_coef_last": last["kl_coef"],
             "rollout_tokens_per_s": sum(h["tokens_per_s/rollout"] for h in history) / len(history),
             "train_tokens_per_s": sum(h["tokens_per_s/train"] for h in history) / len(history),
             **kl_trace_summary(history, ppo_cfg.kl_target if ppo_cfg.kl_control == "adaptive" else None),
         }
-        from ..artifacts import write_json_atomic
-
         if distributed.is_main():
             write_json_atomic(ctx.run_dir / "ppo_history.json", history)
         log.info("PPO: score %.3f -> %.3f, KL %.2f nats (beta %.4f)", metrics["score_first"], metrics["score_last"],

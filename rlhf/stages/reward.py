@@ -1,15 +1,17 @@
 """Reward stage: pairwise Bradley-Terry (TRL RewardTrainer) or K-wise ranked lists (ours).
 
-Rows are tokenised here with left truncation of the prompt, so TRL sees already-processed
-`chosen_ids`/`rejected_ids` and neither appends a missing EOS (BERT tokenizers have none) nor
-silently drops long pairs.
+Rows are tokenised by `rlhf.data.RewardEncoder`, the prompt cut from the left, and handed to TRL as
+already-processed `chosen_ids`/`rejected_ids` at the same max_length, so TRL neither appends a
+missing EOS (BERT tokenizers have none) nor drops long pairs: what validation accepts is trained.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from omegaconf import DictConfig
 
@@ -18,41 +20,50 @@ from . import common
 
 log = logging.getLogger(__name__)
 
+DATA_KINDS = ("pair", "ranked")
+TRAINER = "trl.RewardConfig"
+
+
+@dataclass
+class Options:
+    """`stage:` of stage=reward (conf/stage/reward.yaml)."""
+
+    loss: Literal["auto", "pairwise", "kwise"] = "auto"
+
+
+def encoder(cfg: DictConfig, tokenizer):
+    from rlhf.data import RewardEncoder
+
+    return RewardEncoder(tokenizer, int(cfg.model.max_length))
+
+
+def problems(cfg: DictConfig) -> list[str]:
+    kind, loss = cfg.data.get("kind"), cfg.stage.get("loss", "auto")
+    fits = {"pairwise": "pair", "kwise": "ranked"}
+    if loss in fits and kind in DATA_KINDS and fits[loss] != kind:
+        return [f"stage.loss: {loss} does not fit {kind} rows (pairwise: pair rows, kwise: ranked rows)"]
+    return []
+
 
 def run(cfg: DictConfig, run_dir: Path):
+    from datasets import Dataset
     from trl import RewardConfig, RewardTrainer
 
-    from rlhf.reward import (
-        KWiseRewardTrainer,
-        evaluate_pairs,
-        evaluate_ranked,
-        tokenize_pairs,
-        tokenize_ranked,
-    )
+    from rlhf.reward import KWiseRewardTrainer, evaluate_pairs, evaluate_ranked
 
-    from ..errors import UserError
     from ..models import build_reward_model, count_parameters, load_tokenizer, resolve_source
 
-    st = cfg.stage
     rd, ctx = common.start(cfg, run_dir)
     with rd:
         source, _ = resolve_source(cfg.model, ("policy", "reward"))
         tokenizer = load_tokenizer(cfg.model, source)
-        splits = common.load_data(cfg, tokenizer, truncation_side=st.truncation_side)
-        loss = {"pair": "pairwise", "ranked": "kwise"}[splits.kind] if st.loss == "auto" else st.loss
-        if (loss, splits.kind) not in (("pairwise", "pair"), ("kwise", "ranked")):
-            raise UserError(f"stage.loss: {loss!r} does not fit {splits.kind} rows (pairwise: pair, kwise: ranked)")
+        max_length = int(cfg.model.max_length)
+        splits = common.load_data(cfg, encoder(cfg, tokenizer))
+        loss = {"pair": "pairwise", "ranked": "kwise"}[splits.kind] if cfg.stage.loss == "auto" else cfg.stage.loss
         common.begin(ctx)
 
-        max_length = int(cfg.model.max_length)
-        tokenize = tokenize_pairs if loss == "pairwise" else tokenize_ranked
-        train, rep_train = tokenize(splits.train, tokenizer, max_length)
-        evalset, rep_eval = tokenize(splits.eval, tokenizer, max_length) if splits.eval else (None, None)
-        n_trunc = rep_train.n_truncated + (rep_eval.n_truncated if rep_eval else 0)
-        log.info("tokenised at max_length=%d: %d/%d train and %d/%d eval rows truncated (prompt cut from the "
-                 "left first), none dropped", max_length, rep_train.n_truncated, len(splits.train),
-                 rep_eval.n_truncated if rep_eval else 0, len(splits.eval))
-
+        train = Dataset.from_list(splits.train_features)
+        evalset = Dataset.from_list(splits.eval_features) if splits.eval else None
         args = ctx.trainer_config(RewardConfig, **({} if evalset is not None else {"eval_strategy": "no"}))
         model = build_reward_model(cfg.model, cfg.peft, tokenizer)
         log.info("reward model %s: %s", source, count_parameters(model))
@@ -60,9 +71,10 @@ def run(cfg: DictConfig, run_dir: Path):
         trainer = trainer_cls(model=model, args=args, processing_class=tokenizer,
                               train_dataset=train, eval_dataset=evalset)
 
-        metrics: dict = {"loss": loss, "train_rows": len(splits.train), "eval_rows": len(splits.eval),
-                         "truncated_rows": n_trunc, "dropped_rows": dict(splits.dropped),
+        metrics: dict = {"loss": loss, **common.row_metrics(splits, len(trainer.train_dataset),
+                                                            len(trainer.eval_dataset) if evalset is not None else 0),
                          **count_parameters(model)}
+
         def evaluate(m):
             # Before training, a ZeRO-3 model has no DeepSpeed engine to fetch its shards: gather
             # them for the pass (every rank runs it in lockstep); afterwards the engine's hooks do.
@@ -90,4 +102,4 @@ def run(cfg: DictConfig, run_dir: Path):
                          ", ".join(f"K={k}: {a:.3f}" for k, a in ev["accuracy_by_k"].items()))
             trainer.log({f"final/{k}": v for k, v in ev.items() if isinstance(v, int | float)})
         return common.finish(ctx, kind="reward", model=trainer.model, tokenizer=tokenizer, metrics=metrics,
-                             engine=trainer.deepspeed)
+                             engine=trainer.deepspeed, extra={"max_length": max_length})

@@ -1,10 +1,14 @@
-"""SFT stage: TRL's SFTTrainer with completion-only loss, held-out loss/perplexity before and after."""
+"""SFT stage: TRL's SFTTrainer on rows the framework tokenised (`rlhf.data.SFTEncoder`): loss on the
+assistant turns / the completion / every token (`stage.loss_on`), held-out loss and perplexity
+before and after."""
 
 from __future__ import annotations
 
 import logging
 import math
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 from omegaconf import DictConfig
 
@@ -12,6 +16,8 @@ from . import common
 
 log = logging.getLogger(__name__)
 
+DATA_KINDS = ("sft",)
+TRAINER = "trl.SFTConfig"
 # stage.batching -> SFTConfig fields. Measured in bench/sft_batching.py.
 BATCHING = {
     "grouped": dict(packing=False, train_sampling_strategy="group_by_length"),
@@ -21,23 +27,44 @@ BATCHING = {
 }
 
 
+@dataclass
+class Options:
+    """`stage:` of stage=sft (defaults and reasons: conf/stage/sft.yaml)."""
+
+    eval_before: bool = True
+    early_stopping_patience: int | None = field(default=None, metadata={"ge": 1})
+    batching: Literal["grouped", "padded", "packed", "wrapped"] = "grouped"
+    loss_on: Literal["assistant", "completion", "all"] = "assistant"
+
+
+def encoder(cfg: DictConfig, tokenizer):
+    from rlhf.data import SFTEncoder
+
+    return SFTEncoder(tokenizer, int(cfg.model.max_length), cfg.stage.loss_on)
+
+
+def problems(cfg: DictConfig) -> list[str]:
+    out = []
+    for key in ("assistant_only_loss", "completion_only_loss", "packing", "dataset_text_field"):
+        if key in cfg.trainer:
+            out.append(f"trainer.{key}: set by the stage (rows arrive tokenised with their loss mask); use "
+                       "stage.loss_on=assistant|completion|all and stage.batching instead")
+    return out
+
+
 def run(cfg: DictConfig, run_dir: Path):
     from datasets import Dataset
     from transformers import EarlyStoppingCallback
     from trl import SFTConfig, SFTTrainer
 
-    from ..errors import UserError, did_you_mean
     from ..models import build_policy, count_parameters, load_tokenizer, resolve_source
 
     st = cfg.stage
-    if st.batching not in BATCHING:
-        raise UserError(f"stage.batching: {st.batching!r} is not one of {', '.join(BATCHING)}"
-                        f"{did_you_mean(st.batching, BATCHING)}")
     rd, ctx = common.start(cfg, run_dir)
     with rd:
         source, _ = resolve_source(cfg.model, ("policy",))
         tokenizer = load_tokenizer(cfg.model, source)
-        splits = common.load_data(cfg, tokenizer, truncation_side="right")
+        splits = common.load_data(cfg, encoder(cfg, tokenizer))
         common.begin(ctx)
 
         extra = dict(BATCHING[st.batching])
@@ -54,11 +81,12 @@ def run(cfg: DictConfig, run_dir: Path):
 
         trainer = SFTTrainer(
             model=model, args=args, processing_class=tokenizer, callbacks=callbacks,
-            train_dataset=Dataset.from_list(splits.train),
-            eval_dataset=Dataset.from_list(splits.eval) if splits.eval else None,
+            train_dataset=Dataset.from_list(splits.train_features),
+            eval_dataset=Dataset.from_list(splits.eval_features) if splits.eval else None,
         )
-        metrics: dict = {"train_rows": len(splits.train), "eval_rows": len(splits.eval),
-                         "dropped_rows": dict(splits.dropped), **count_parameters(model)}
+        metrics: dict = {**common.row_metrics(splits, len(trainer.train_dataset),
+                                              len(trainer.eval_dataset) if splits.eval else 0),
+                         "loss_on": st.loss_on, **count_parameters(model)}
         if splits.eval and st.eval_before:
             def eval_before():
                 before = trainer.evaluate(metric_key_prefix="eval_before")

@@ -16,8 +16,7 @@ def assets_dir() -> Path:
     """../shared/assets beside the project root, or $RLHF_ASSETS_DIR."""
     default = Path(__file__).resolve().parents[2] / ".." / "shared" / "assets"
     path = Path(os.environ.get("RLHF_ASSETS_DIR", default)).resolve()
-    if not path.is_dir():
-        pytest.skip(f"embedded assets not found at {path} (set RLHF_ASSETS_DIR)")
+    assert path.is_dir(), f"embedded assets not found at {path} (set RLHF_ASSETS_DIR)"  # fail, never skip
     return path
 
 
@@ -40,3 +39,16 @@ def write_jsonl(tmp_path: Path) -> Callable[..., Path]:
         return path
 
     return write
+
+
+@pytest.fixture(scope="session")
+def chat_tokenizer(assets_dir: Path) -> Any:
+    """stories260k's tokenizer as a stage loads it (pad, BOS) with the shipped ChatML template."""
+    from omegaconf import OmegaConf
+
+    from rlhf.models import load_tokenizer
+
+    model = OmegaConf.create({"name_or_path": str(assets_dir / "models" / "stories260k"), "tokenizer": None,
+                              "trust_remote_code": False, "revision": None, "pad_token": None, "add_bos": True,
+                              "chat_template": "chatml"})
+    return load_tokenizer(model)

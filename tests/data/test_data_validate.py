@@ -32,7 +32,7 @@ def error_of(path, kind="pair", **kw) -> str:
         (
             {"prompt": "Q?", "chosen": 3, "rejected": " no"},
             "pair",
-            "bad.jsonl:2: chosen: expected a string, got int",
+            "bad.jsonl:2: chosen: expected a string or a list of {role, content} messages, got int",
         ),
         (
             {"prompt": "Q?", "chosen": " a", "rejected": " b", "margin": "big"},
@@ -128,19 +128,20 @@ def test_extra_keys_are_stripped(write_jsonl):
 
 
 def test_truncation_that_empties_a_row(write_jsonl, tokenizer):
+    from rlhf.data import PreferenceEncoder, RewardEncoder, SFTEncoder
+
     long_prompt = "Once upon a time there was a very long story. " * 10
     sft = write_jsonl(
         [{"prompt": "Hi.", "completion": " Bye."}, {"prompt": long_prompt, "completion": " end."}], "s.jsonl"
     )
     cfg = DataConfig(kind="sft", source=str(sft), format="canonical", eval_fraction=0)
     with pytest.raises(UserError) as e:
-        load_splits(cfg, tokenizer, max_length=32)
+        load_splits(cfg, SFTEncoder(tokenizer, 32))
     assert "s.jsonl:2: completion: nothing left to train on: the prompt alone is" in e.value.message
-    assert len(load_splits(cfg, tokenizer, max_length=32, truncation_side="left").train) == 2
 
     pair = write_jsonl([PAIR, {"prompt": long_prompt, "chosen": " yes", "rejected": " no"}], "p.jsonl")
     cfg = DataConfig(kind="pair", source=str(pair), format="canonical", on_invalid="drop")
-    assert load_splits(cfg, tokenizer, max_length=32, truncation_side="right").dropped == {
-        "truncated_empty": 1
-    }
-    assert load_splits(cfg, tokenizer, max_length=32, truncation_side="left").dropped == {}
+    # DPO keeps the start of prompt + response: the long prompt leaves nothing; the reward model cuts
+    # the prompt from the left and keeps both responses.
+    assert load_splits(cfg, PreferenceEncoder(tokenizer, 32)).dropped == {"truncated_empty": 1}
+    assert load_splits(cfg, RewardEncoder(tokenizer, 32)).dropped == {}

@@ -94,9 +94,7 @@ def _mixed_pipeline(conf_dir: Path, lora_steps: set[str]) -> None:
     two launches then cover every training stage under LoRA and under full fine-tuning."""
     from omegaconf import OmegaConf
 
-    from tests.conftest import CONF
-
-    cfg = OmegaConf.load(CONF / "pipeline/smoke.yaml")
+    cfg = OmegaConf.load(Path(__file__).resolve().parents[2] / "conf" / "pipeline/smoke.yaml")
     for step in cfg.pipeline.steps:
         if step.name in TRAINING:
             step.overrides.append(f"peft={'lora' if step.name in lora_steps else 'none'}")
@@ -197,23 +195,31 @@ def test_accelerate_launch(tmp_path):
 
 def test_ppo_data_parallel_without_deepspeed(tmp_path):
     """torchrun, 2 processes, no deepspeed=: our PPO averages gradients by all-reduce, each rank rolls
-    out its own prompts, the two ranks keep one β; one run dir with the one-process layout."""
+    out its own prompts, the two ranks keep one β; one run dir with the one-process layout. The KL
+    controller counts the samples of the whole job (Ziegler et al.'s horizon): with a target far above
+    the KL it shrinks β by the same factor as a one-process run of the same global batch."""
     runs, env = tmp_path / "runs", _env(tmp_path / "runs")
     for args in (["debug=smoke", f"run_dir={tmp_path / 'sft'}", "trainer.eval_strategy=no"],
                  ["stage=reward", "debug=smoke", f"model.init_from={tmp_path / 'sft'}", "model.max_length=64",
                   f"run_dir={tmp_path / 'rm'}", "trainer.eval_strategy=no"]):
         res = _run([str(BIN / "rlhf"), *args, "logger=none"], tmp_path, env)
         assert res.returncode == 0, res.log
+    ppo = ["stage=ppo", "debug=smoke", f"model.init_from={tmp_path / 'sft'}", f"stage.reward_model={tmp_path / 'rm'}",
+           "model.max_length=64", "evaluation.max_prompts=4", "evaluation.generation.max_new_tokens=8", "logger=none",
+           "trainer.kl_target=1000", "trainer.kl_horizon=100", "trainer.kl_coef=0.1"]
     res = _run([str(BIN / "torchrun"), "--nproc_per_node", "2", "--master_port", str(_port()), str(BIN / "rlhf"),
-                "stage=ppo", "debug=smoke", f"model.init_from={tmp_path / 'sft'}", f"stage.reward_model={tmp_path / 'rm'}",
-                "model.max_length=64", "evaluation.max_prompts=4", "evaluation.generation.max_new_tokens=8",
-                "logger=none"], tmp_path, env)
+                *ppo], tmp_path, env)
     assert res.returncode == 0, res.log
+    one = _run([str(BIN / "rlhf"), *ppo, "trainer.rollout_batch_size=16", f"run_dir={tmp_path / 'one'}"], tmp_path, env)
+    assert one.returncode == 0, one.log
+    beta_one = json.loads((tmp_path / "one/ppo_history.json").read_text())[1]["kl_coef"]
+    assert beta_one == pytest.approx(0.1 * (1 - 0.2 * 16 / 100))
     dirs = list((runs / "default/ppo").iterdir())
     assert len(dirs) == 1, dirs
     art = json.loads((dirs[0] / "artifact.json").read_text())
     assert art["metrics"]["world_size"] == 2 and art["metrics"]["rollouts_per_iteration"] == 16
     history = json.loads((dirs[0] / "ppo_history.json").read_text())
     assert len(history) == 2 and history[1]["policy/approxkl"] > 0  # the policy moved between rollouts
+    assert history[1]["kl_coef"] == pytest.approx(beta_one)  # 2 ranks x 8 rollouts = 1 rank x 16
     _check_loadable(dirs[0], "policy")
     _check_loadable(dirs[0] / "value", "value")

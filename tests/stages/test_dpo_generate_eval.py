@@ -8,28 +8,17 @@ import pytest
 import torch
 
 from rlhf.artifacts import read_artifact
-from rlhf.cli import run
 from rlhf.errors import UserError
+from rlhf.runner import run_stage as run
 
 QUIET = ["logger=none", "trainer.save_strategy=no", "trainer.logging_steps=5"]
 
 
 @pytest.fixture(scope="module")
-def sft_dir(tmp_path_factory):
+def sft_dir(tmp_path_factory, compose_any):
     """A short SFT run: the policy every test here starts from."""
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-
-    from rlhf.cli import register_resolvers
-    from tests.conftest import CONF
-
-    register_resolvers()
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose("config", overrides=[*QUIET, "debug=smoke", "trainer.eval_strategy=no"])
     out = tmp_path_factory.mktemp("sft") / "run"
-    run(cfg, out)
-    GlobalHydra.instance().clear()
+    run(compose_any(*QUIET, "debug=smoke", "trainer.eval_strategy=no"), out)
     return out
 
 
@@ -42,6 +31,7 @@ def _generate(compose, sft_dir, out, *extra):
 def test_generate_writes_pairs_the_reward_stage_trains_on(compose, sft_dir, tmp_path):
     art = _generate(compose, sft_dir, tmp_path / "gen")
     assert art.kind == "data" and art.extra["data_kind"] == "pair"
+    assert art.metrics["rows"]["trained"] == art.metrics["prompts"] == 48  # distinct train prompts sampled
     rows = [json.loads(line) for line in (tmp_path / "gen/data.jsonl").read_text().splitlines()]
     assert 0 < len(rows) <= 48 and set(rows[0]) == {"prompt", "chosen", "rejected"}
     samples = [json.loads(line) for line in (tmp_path / "gen/samples.jsonl").read_text().splitlines()]
@@ -69,14 +59,15 @@ def test_kl_is_zero_when_policy_is_reference(sft_dir):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from rlhf.evaluation import evaluate_policy
-    from rlhf.generation import GenerationConfig
     from rlhf.judges import vader
+    from rlhf.schema import Generation
 
     tok = AutoTokenizer.from_pretrained(sft_dir / "model")
     a = AutoModelForCausalLM.from_pretrained(sft_dir / "model")
     b = AutoModelForCausalLM.from_pretrained(sft_dir / "model")
     prompts = ["Once upon a time, there was a little dog.", "Lily went to the park."]
-    res = evaluate_policy(a, tok, prompts, GenerationConfig(num_samples=3, max_new_tokens=16, seed=7),
+    res = evaluate_policy(a, tok, prompts, [tok(p).input_ids for p in prompts],
+                          Generation(num_samples=3, max_new_tokens=16, seed=7), stop_ids=[tok.eos_token_id],
                           reference=b, judge=vader)
     assert abs(res["kl"]) < 1e-4 and res["n_samples"] == 6
     # same seeds, same weights: the same samples, so every comparison is a tie

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from rlhf.artifacts import read_artifact
-from rlhf.cli import run
 from rlhf.errors import UserError
+from rlhf.runner import run_stage as run
 
 FAST = ["stage=reward", "logger=none", "trainer.eval_strategy=no", "trainer.save_strategy=no",
         "trainer.logging_steps=5"]

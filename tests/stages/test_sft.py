@@ -9,8 +9,8 @@ import torch
 from safetensors.torch import load_file
 
 from rlhf.artifacts import Artifact, RunDir, read_artifact, write_artifact
-from rlhf.cli import run
 from rlhf.errors import UserError
+from rlhf.runner import run_stage as run
 
 FAST = ["logger=none", "trainer.eval_strategy=no", "trainer.save_strategy=no", "trainer.logging_steps=5"]
 

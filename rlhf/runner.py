@@ -1,0 +1,23 @@
+"""Run one stage (or `rlhf check`) from a composed config: validate, then dispatch.
+
+`rlhf.cli` calls it for a single stage, `rlhf.pipeline` for each step; tests and other Python code
+call it directly: `run_stage(compose(...), run_dir)` -> the stage's Artifact (a report for check).
+Raises UserError for user mistakes.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+from .config import stage_module, validate
+
+
+def run_stage(cfg: DictConfig, run_dir: str | Path | None = None):
+    validate(cfg)
+    if cfg.mode == "check":
+        from .stages import check
+
+        return check.run(cfg)
+    return stage_module(cfg.stage.name).run(cfg, Path(run_dir or cfg.run_dir))
