@@ -11,6 +11,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from .errors import UserError, did_you_mean
+from .resources import assets_problems
 
 STAGE_DATA_KINDS = {"sft": ("sft",), "reward": ("pair", "ranked"), "dpo": ("pair",),
                     "ppo": ("sft", "pair", "ranked"), "grpo": ("sft", "pair", "ranked"), "rloo": ("sft", "pair", "ranked"),
@@ -52,6 +53,7 @@ def validate(cfg: DictConfig) -> None:
     if cfg.model.freeze_layers and int(cfg.model.freeze_layers) < 0:
         problems.append(f"model.freeze_layers: must be >= 0, got {cfg.model.freeze_layers}")
     problems += _launch_problems(cfg)
+    problems += assets_problems(cfg)
     if stage == "dpo":
         problems += _dpo_problems(cfg.trainer)
     problems += _scale_out_problems(cfg)

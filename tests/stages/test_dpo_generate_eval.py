@@ -17,15 +17,15 @@ QUIET = ["logger=none", "trainer.save_strategy=no", "trainer.logging_steps=5"]
 @pytest.fixture(scope="module")
 def sft_dir(tmp_path_factory):
     """A short SFT run: the policy every test here starts from."""
-    from hydra import compose, initialize_config_dir
+    from hydra import compose, initialize_config_module
     from hydra.core.global_hydra import GlobalHydra
 
     from rlhf.cli import register_resolvers
-    from tests.conftest import CONF
+    from rlhf.resources import CONFIG_MODULE
 
     register_resolvers()
     GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+    with initialize_config_module(config_module=CONFIG_MODULE, version_base="1.3"):
         cfg = compose("config", overrides=[*QUIET, "debug=smoke", "trainer.eval_strategy=no"])
     out = tmp_path_factory.mktemp("sft") / "run"
     run(cfg, out)

@@ -20,15 +20,15 @@ QUIET = ["logger=none", "debug=smoke", "evaluation.max_prompts=4", "evaluation.g
 
 
 def _compose(*overrides):
-    from hydra import compose, initialize_config_dir
+    from hydra import compose, initialize_config_module
     from hydra.core.global_hydra import GlobalHydra
 
     from rlhf.cli import register_resolvers
-    from tests.conftest import CONF
+    from rlhf.resources import CONFIG_MODULE
 
     register_resolvers()
     GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+    with initialize_config_module(config_module=CONFIG_MODULE, version_base="1.3"):
         return compose("config", overrides=list(overrides))
 
 
