@@ -6,7 +6,10 @@ Both models sample from the same prompts with the same seeds. Reported:
   the policy's sample over the reference's sample for the same prompt and seed (ties count 1/2);
 - sequence-level KL(policy || reference) = E_{y ~ policy}[log π(y|x) - log π_ref(y|x)], the Monte
   Carlo estimate on the policy's own samples (unbiased at temperature 1, which is the default);
-- mean response length in tokens, and a table of samples.
+- mean response length in tokens, and a table of samples;
+- `per_sample`: the same numbers per policy sample (KL, gold/RM score of the policy's and of the
+  reference's sample with the same prompt and seed, prompt index), so a report can bootstrap over
+  prompts (`rlhf report`).
 """
 
 from __future__ import annotations
@@ -80,6 +83,10 @@ def evaluate_policy(
             row[f"{name}_reference"], row[f"{name}_policy"] = round(r[i], 4), round(p[i], 4)
         rows.append(row)
     result["samples"] = rows
+    per_sample = {"prompt_index": list(pol.prompt_index), "kl": [round(x, 5) for x in kl.tolist()]}
+    for name, (p, r) in scores.items():
+        per_sample[f"{name}_policy"], per_sample[f"{name}_reference"] = p, r
+    result["per_sample"] = per_sample
     return result
 
 

@@ -233,7 +233,7 @@ class PolicyEvaluator:
         write_json_atomic(ctx.run_dir / "eval.json", result)
         log_eval_to_wandb(result)
         print(format_eval(result), flush=True)
-        return {k: v for k, v in result.items() if k not in ("samples", "generation")}
+        return {k: v for k, v in result.items() if k not in ("samples", "generation", "per_sample")}
 
 
 def load_reference(cfg: DictConfig, source: str, tokenizer):
