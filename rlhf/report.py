@@ -54,6 +54,10 @@ def _intervals(ev: dict, score: str) -> dict:
             iv = prompt_bootstrap(per[name], per["prompt_index"])
             out[f"{key}_ci"] = [iv.low, iv.high]
             out["n_prompts"], out["n_samples"] = iv.n_prompts, iv.n_samples
+    pol, ref = per.get(f"{score}_policy"), per.get(f"{score}_reference")
+    if pol and ref:  # paired: the policy's and the reference's sample share prompt and seed
+        iv = prompt_bootstrap([p - r for p, r in zip(pol, ref, strict=True)], per["prompt_index"])
+        out["gain_ci"] = [iv.low, iv.high]
     return out
 
 
@@ -136,7 +140,7 @@ def markdown(rows: list[dict]) -> str:
         n = f"{r['n_prompts']} × {r['n_samples'] // r['n_prompts']}" if r.get("n_samples") and r.get("n_prompts") else "-"
         lines.append(f"| {r['method']} | {r.get('knob') or '-'} | {f(r['learning_rate'], '{:g}')} | {n} | "
                      f"{ci(r['kl'], r.get('kl_ci'), '{:.2f}')} | {ci(r['reference'], r.get('reference_ci'))} | "
-                     f"{ci(r['policy'], r.get('policy_ci'))} | {f(r['policy'] - r['reference'], '{:+.3f}')} | "
+                     f"{ci(r['policy'], r.get('policy_ci'))} | {ci(r['policy'] - r['reference'], r.get('gain_ci'), '{:+.3f}')} | "
                      f"{f(r['win_rate'])} | {ci(r['rm_policy'], r.get('rm_policy_ci'))} | {r['run']} |")
     return "\n".join(lines) + "\n"
 

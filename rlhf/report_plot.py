@@ -30,6 +30,26 @@ def _reference(ax, rows: list[dict], value: str, ci: str, color: str = "black") 
         ax.axhline(r[value], color=color, ls=":", lw=0.8, alpha=0.6)
 
 
+def _join(knobs: list[str]) -> str:
+    """["target=3", "target=6"] -> "target=3, 6"; settings of different knobs are listed whole."""
+    names = {k.split("=", 1)[0] for k in knobs}
+    if len(names) == 1 and all("=" in k for k in knobs):
+        return f"{names.pop()}={', '.join(k.split('=', 1)[1] for k in knobs)}"
+    return ", ".join(knobs)
+
+
+def _label(ax, pts: list[dict], value: str, color: str) -> None:
+    """Each point's setting beside it: runs that landed on the same point share one label, and
+    neighbours alternate above and below so close points stay readable."""
+    at: dict[tuple[float, float], list[str]] = {}
+    for p in pts:
+        if p.get("knob"):
+            at.setdefault((p["kl"], p[value]), []).append(p["knob"])
+    for i, ((x, y), knobs) in enumerate(sorted(at.items())):
+        ax.annotate(_join(knobs), (x, y), textcoords="offset points", xytext=(5, 5 if i % 2 == 0 else -12),
+                    fontsize=8, color=color)
+
+
 def _panel(ax, rows: list[dict], value: str, ci: str, colors: dict[str, str]) -> None:
     ref_key = {"policy": "reference", "rm_policy": "rm_reference"}[value]
     _reference(ax, rows, ref_key, f"{ref_key}_ci")
@@ -39,16 +59,13 @@ def _panel(ax, rows: list[dict], value: str, ci: str, colors: dict[str, str]) ->
             continue
         ax.errorbar([p["kl"] for p in pts], [p[value] for p in pts], xerr=_err(pts, "kl", "kl_ci"),
                     yerr=_err(pts, value, ci), fmt="-o", color=color, capsize=3, ms=5, label=method)
-        for p in pts:
-            if p.get("knob"):
-                ax.annotate(p["knob"], (p["kl"], p[value]), textcoords="offset points", xytext=(5, 5),
-                            fontsize=8, color=color)
+        _label(ax, pts, value, color)
     # From 0 (the reference), or from below 0 where an interval reaches there: the Monte Carlo KL
     # estimate of a policy close to its reference can be negative, and a bar is never cut.
     left = min(0.0, *((r.get("kl_ci") or [0.0])[0] for r in rows))
     right = max((r.get("kl_ci") or [r["kl"]] * 2)[1] for r in rows)
     span = right - left or 1.0
-    ax.set_xlim(left - (0.03 * span if left < 0 else 0.0), right + 0.15 * span)  # room for the last label
+    ax.set_xlim(left - 0.03 * span, right + 0.15 * span)  # the reference's marker whole; room for labels
     ax.axvline(0.0, color="black", lw=0.6, alpha=0.4)
     ax.margins(y=0.12)
     ax.set_xlabel("KL(policy ‖ reference), nats per sequence")

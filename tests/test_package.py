@@ -77,6 +77,8 @@ def test_wheel_carries_the_configs_and_runs_from_any_directory(tmp_path, assets)
                    capture_output=True, text=True)
     packaged = {p.relative_to(target / "rlhf" / "conf") for p in (target / "rlhf" / "conf").rglob("*.yaml")}
     assert packaged == {p.relative_to(ROOT / "conf") for p in (ROOT / "conf").rglob("*.yaml")}
+    templates = {p.name for p in (target / "rlhf").rglob("*.jinja")}  # shipped chat templates
+    assert templates == {p.name for p in (ROOT / "rlhf").rglob("*.jinja")}
 
     cwd = tmp_path / "elsewhere"
     cwd.mkdir()

@@ -100,6 +100,8 @@ def test_report_draws_from_zero_with_intervals_n_and_judge(sweep):
     for key, values in (("kl_ci", per["kl"]), ("policy_ci", per["gold_policy"]), ("rm_policy_ci", per["rm_policy"])):
         iv = prompt_bootstrap(values, per["prompt_index"])
         assert rows["2"][key] == [iv.low, iv.high], key
+    gain = prompt_bootstrap([p - r for p, r in zip(per["gold_policy"], per["gold_reference"], strict=True)], per["prompt_index"])
+    assert rows["2"]["gain_ci"] == [gain.low, gain.high]  # paired over prompts: same prompt, same seed
     for r in rows.values():
         assert r["kl_ci"][0] < r["kl"] < r["kl_ci"][1] and r["n_prompts"] == 12
     assert rows["0"]["kl"] < rows["1"]["kl"] < rows["2"]["kl"]  # more noise, further from the reference
@@ -114,7 +116,7 @@ def test_report_draws_from_zero_with_intervals_n_and_judge(sweep):
     gold, proxy = fig.axes
     left = min(0.0, *(r["kl_ci"][0] for r in rows))
     for ax in (gold, proxy):  # from KL = 0 (the reference), or below where an interval reaches there
-        assert ax.get_xlim()[0] <= left <= 0.0 and ax.get_xlim()[0] > left - 0.1 * (ax.get_xlim()[1] - left)
+        assert ax.get_xlim()[0] < left <= 0.0 and ax.get_xlim()[0] > left - 0.1 * (ax.get_xlim()[1] - left)
     assert gold.get_xlim()[1] > max(r["kl_ci"][1] for r in rows)
     assert "vader" in gold.get_ylabel() and "reward-model" in proxy.get_ylabel()
     assert len(gold.containers) == 3  # error bars: the reference, dpo, ppo
