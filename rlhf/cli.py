@@ -6,7 +6,6 @@ needs them, so `rlhf --help` and `rlhf --cfg job` stay fast.
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 import os
 import sys
@@ -16,23 +15,18 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from .errors import UserError
+from .resources import CONFIG_PATH, assets_fallback, package_root, pkg_dir
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
 log = logging.getLogger("rlhf")
 
 SUBCOMMANDS = {"check": "mode=check"}
 
 
-def _pkg_dir(package: str, *parts: str) -> str:
-    spec = importlib.util.find_spec(package)
-    if spec is None or not spec.submodule_search_locations:
-        raise UserError(f"package {package!r} is not installed (pip install {package.replace('_', '-')})")
-    return str(Path(list(spec.submodule_search_locations)[0], *parts))
-
-
 def register_resolvers() -> None:
-    OmegaConf.register_new_resolver("rlhf_root", lambda: str(PROJECT_ROOT), replace=True)
-    OmegaConf.register_new_resolver("pkg_dir", _pkg_dir, replace=True)
+    # Paths that hold installed or not (rlhf/resources.py): no resolver assumes the repo layout.
+    OmegaConf.register_new_resolver("rlhf_root", lambda: str(package_root()), replace=True)
+    OmegaConf.register_new_resolver("assets_fallback", assets_fallback, replace=True)
+    OmegaConf.register_new_resolver("pkg_dir", pkg_dir, replace=True)
     # Arithmetic for presets that derive one knob from another (e.g. the demo's `leash`).
     OmegaConf.register_new_resolver("mul", lambda a, b: float(a) * float(b), replace=True)
     OmegaConf.register_new_resolver("div", lambda a, b: float(a) / float(b), replace=True)
@@ -115,7 +109,7 @@ def _check_sweeper(cfg: DictConfig, hydra_cfg) -> None:
                         "sweep_objective=policy_eval.gold_policy (a dotted path into the stage's metrics.json)")
 
 
-@hydra.main(version_base="1.3", config_path=str(PROJECT_ROOT / "conf"), config_name="config")
+@hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="config")
 def _hydra_main(cfg: DictConfig) -> float | None:
     """The Hydra task. Returns `sweep_objective` of the run (None when unset): what Optuna optimises."""
     global _task_started

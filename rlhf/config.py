@@ -21,6 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from . import schema
 from .errors import UserError, did_you_mean
+from .resources import assets_problems
 from .stages import STAGES
 
 PEFT_METHODS = ("none", "lora", "qlora")
@@ -68,6 +69,7 @@ def validate(cfg: DictConfig) -> None:
         problems.append(f"sweep_objective: must be a dotted metric path like policy_eval.gold_policy, "
                         f"got {cfg.sweep_objective!r}")
     problems += _deepspeed_problems(node.get("deepspeed"))
+    problems += assets_problems(cfg)
     if stage.TRAINER and cfg.mode == "train":
         problems += trainer_problems(stage.TRAINER, node["trainer"], node["model"])
     if hasattr(stage, "problems") and not missing:

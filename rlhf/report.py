@@ -3,11 +3,15 @@
 Reads every `eval.json` under a directory (e.g. a Hydra multirun over `trainer.beta`), and every
 best-of-n `generate.json`, and writes next to them:
 
-  frontier.png   gold score (y) against KL(policy || reference) (x), one line per method
-  frontier.md    the same as a markdown table
+  frontier.png   left: gold score (the judge) against KL(policy || reference); right: the reward
+                 model's (proxy) score against the same KL. Where the proxy keeps rising and the gold
+                 score does not is over-optimisation (Gao et al. 2023). KL axis from 0, where the
+                 reference sits; bars: bootstrap intervals over prompts on both axes (rlhf/stats.py).
+  frontier.md    the same as a markdown table, with the intervals, n and the judge
   frontier.json  the rows
 
-and logs the table and a scatter plot to W&B (offline when no API key) unless --no-wandb.
+and logs the table and the figure to W&B (offline when no API key), in the W&B group of the runs it
+reads (a sweep's members share `<experiment>/<sweep dir>`), unless --no-wandb.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import sys
 from pathlib import Path
 
 from .errors import UserError
+from .stats import CONFIDENCE, N_RESAMPLES, SEED, prompt_bootstrap
 
 
 def _method(cfg: dict) -> str:
@@ -37,6 +42,25 @@ def _knob(method: str, t: dict) -> str | None:
     return f"β={t['beta']:g}" if isinstance(t.get("beta"), int | float) else None
 
 
+def _intervals(ev: dict, score: str) -> dict:
+    """Bootstrap intervals over prompts from eval.json's `per_sample` arrays ({} for an eval.json without them)."""
+    per = ev.get("per_sample")
+    if not per:
+        return {}
+    out: dict = {}
+    for key, name in (("kl", "kl"), ("policy", f"{score}_policy"), ("reference", f"{score}_reference"),
+                      ("rm_policy", "rm_policy"), ("rm_reference", "rm_reference")):
+        if per.get(name):
+            iv = prompt_bootstrap(per[name], per["prompt_index"])
+            out[f"{key}_ci"] = [iv.low, iv.high]
+            out["n_prompts"], out["n_samples"] = iv.n_prompts, iv.n_samples
+    pol, ref = per.get(f"{score}_policy"), per.get(f"{score}_reference")
+    if pol and ref:  # paired: the policy's and the reference's sample share prompt and seed
+        iv = prompt_bootstrap([p - r for p, r in zip(pol, ref, strict=True)], per["prompt_index"])
+        out["gain_ci"] = [iv.low, iv.high]
+    return out
+
+
 def collect(root: Path) -> list[dict]:
     import yaml
 
@@ -45,7 +69,7 @@ def collect(root: Path) -> list[dict]:
         run = ev_path.parent
         ev = json.loads(ev_path.read_text())
         cfg = yaml.safe_load((run / "config.yaml").read_text()) if (run / "config.yaml").is_file() else {}
-        t = cfg.get("trainer") or {}
+        t, evaluation, logger = cfg.get("trainer") or {}, cfg.get("evaluation") or {}, cfg.get("logger") or {}
         score = "gold" if "gold_policy" in ev else "rm"
         if f"{score}_policy" not in ev:
             continue
@@ -55,7 +79,11 @@ def collect(root: Path) -> list[dict]:
             "learning_rate": t.get("learning_rate"), "kl": ev["kl"], "score": score,
             "policy": ev[f"{score}_policy"], "reference": ev[f"{score}_reference"],
             "win_rate": ev.get(f"{score}_win_rate"), "rm_policy": ev.get("rm_policy"),
-            "length": ev.get("policy_len"),
+            "rm_reference": ev.get("rm_reference"), "length": ev.get("policy_len"),
+            "n_prompts": ev.get("n_prompts"), "n_samples": ev.get("n_samples"),
+            "judge": evaluation.get("judge"), "reward_model": evaluation.get("reward_model"),
+            "wandb_group": logger.get("group"), "wandb_project": logger.get("project"),
+            **_intervals(ev, score),
         })
     for gen_path in sorted(root.rglob("generate.json")):
         g = json.loads(gen_path.read_text())
@@ -69,49 +97,62 @@ def collect(root: Path) -> list[dict]:
             "policy": g["best_of_n_gold" if gold else "best_of_n_score"],
             "reference": g["single_sample_gold" if gold else "single_sample_score"],
             "win_rate": None, "rm_policy": None, "length": g.get("mean_len"), "n": g.get("best_of_n"),
+            "n_prompts": g.get("prompts"), "judge": g.get("scorer"),
         })
     return rows
+
+
+def judge_names(rows: list[dict]) -> list[str]:
+    """The gold judges named in the runs' configs, short (`rlhf.judges.vader` and `vader` are one)."""
+    return sorted({str(r["judge"]).replace(":", ".").rsplit(".", 1)[-1] for r in rows if r.get("judge")})
+
+
+def n_label(rows: list[dict]) -> str:
+    """`n = 95 prompts × 2 samples` (or a range when runs differ), from the rows with intervals."""
+    ns = sorted({(r["n_prompts"], r["n_samples"] // r["n_prompts"]) for r in rows if r.get("kl_ci")})
+    if not ns:
+        return "no per-sample data: no intervals"
+    if len(ns) == 1:
+        return f"n = {ns[0][0]} prompts × {ns[0][1]} samples per run"
+    return f"n = {min(p for p, _ in ns)}–{max(p for p, _ in ns)} prompts per run"
+
+
+def interval_note(rows: list[dict]) -> str:
+    return (f"{CONFIDENCE:.0%} bootstrap intervals over prompts ({N_RESAMPLES} resamples, seed {SEED}; "
+            f"a prompt's samples kept together); {n_label(rows)}")
 
 
 def markdown(rows: list[dict]) -> str:
     def f(x, fmt="{:.3f}"):
         return fmt.format(x) if isinstance(x, int | float) else "-"
 
-    lines = ["| method | setting | lr | KL (nats) | gold: reference | gold: policy | gain | win rate | RM score | run |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    def ci(x, c, fmt="{:.3f}"):
+        return f(x, fmt) + (f" [{fmt.format(c[0])}, {fmt.format(c[1])}]" if c else "")
+
+    judges = ", ".join(sorted({str(r["judge"]) for r in rows if r.get("judge")})) or "none (reward-model score)"
+    rms = sorted({str(r["reward_model"]) for r in rows if r.get("reward_model")})
+    lines = [f"Gold judge: {judges}. Reward model (proxy): {', '.join(rms) or 'none'}.", "",
+             f"[lo, hi]: {interval_note(rows)}.", "",
+             "| method | setting | lr | n prompts × samples | KL (nats) | gold: reference | gold: policy | gain | "
+             "win rate | RM: policy | run |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in sorted(rows, key=lambda r: (r["method"], r["kl"])):
-        lines.append(f"| {r['method']} | {r.get('knob') or '-'} | {f(r['learning_rate'], '{:g}')} | {f(r['kl'], '{:.2f}')} | "
-                     f"{f(r['reference'])} | {f(r['policy'])} | {f(r['policy'] - r['reference'], '{:+.3f}')} | "
-                     f"{f(r['win_rate'])} | {f(r['rm_policy'])} | {r['run']} |")
+        n = f"{r['n_prompts']} × {r['n_samples'] // r['n_prompts']}" if r.get("n_samples") and r.get("n_prompts") else "-"
+        lines.append(f"| {r['method']} | {r.get('knob') or '-'} | {f(r['learning_rate'], '{:g}')} | {n} | "
+                     f"{ci(r['kl'], r.get('kl_ci'), '{:.2f}')} | {ci(r['reference'], r.get('reference_ci'))} | "
+                     f"{ci(r['policy'], r.get('policy_ci'))} | {ci(r['policy'] - r['reference'], r.get('gain_ci'), '{:+.3f}')} | "
+                     f"{f(r['win_rate'])} | {ci(r['rm_policy'], r.get('rm_policy_ci'))} | {r['run']} |")
     return "\n".join(lines) + "\n"
 
 
-def plot(rows: list[dict], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6.5, 4.5))
-    refs = [r["reference"] for r in rows]
-    ax.axhline(sum(refs) / len(refs), color="grey", ls=":", label="reference (KL = 0)")
-    for method in sorted({r["method"] for r in rows}):
-        pts = sorted((r for r in rows if r["method"] == method), key=lambda r: r["kl"])
-        ax.plot([p["kl"] for p in pts], [p["policy"] for p in pts], marker="o", label=method)
-        for p in pts:
-            if p.get("knob"):
-                ax.annotate(p["knob"], (p["kl"], p["policy"]), textcoords="offset points",
-                            xytext=(4, -10), fontsize=8)
-    ax.set_xlabel("KL(policy || reference), nats per sequence")
-    ax.set_ylabel(f"mean {rows[0]['score']} score")
-    ax.set_title("reward–KL frontier")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-    tmp.replace(path)
+def wandb_group(rows: list[dict], root: Path) -> str | None:
+    """The W&B group of the runs the report reads (one sweep: one group). A sweep over several
+    experiments puts each in its own `<experiment>/<sweep>` group; the report then takes the
+    sweep directory's name. None when no run logged to W&B."""
+    groups = sorted({r["wandb_group"] for r in rows if r.get("wandb_group")})
+    if len(groups) <= 1:
+        return groups[0] if groups else None
+    return root.resolve().name
 
 
 def log_wandb(rows: list[dict], root: Path, png: Path) -> str | None:
@@ -122,10 +163,17 @@ def log_wandb(rows: list[dict], root: Path, png: Path) -> str | None:
     from .tracking import wandb_api_key_configured
 
     mode = os.environ.get("WANDB_MODE") or ("online" if wandb_api_key_configured() else "offline")
-    run = wandb.init(project=os.environ.get("WANDB_PROJECT", "rlhf"), job_type="report", name=f"frontier/{root.name}",
-                     dir=str(root), mode=mode, reinit="finish_previous")
-    cols = ["method", "beta", "kl", "policy", "reference"]
-    table = wandb.Table(columns=cols, data=[[r[c] for c in cols] for r in rows])
+    projects = {r["wandb_project"] for r in rows if r.get("wandb_project")}
+    project = projects.pop() if len(projects) == 1 else os.environ.get("WANDB_PROJECT", "rlhf")
+    group = wandb_group(rows, root)
+    run = wandb.init(project=project, job_type="report", name=f"frontier/{root.name}", group=group,
+                     dir=str(root), mode=mode, reinit="finish_previous",
+                     config={"judges": judge_names(rows), "intervals": interval_note(rows),
+                             "groups": sorted({r["wandb_group"] for r in rows if r.get("wandb_group")})})
+    cols = ["method", "knob", "beta", "kl", "policy", "reference", "rm_policy", "n_prompts"]
+    data = [[r.get(c) for c in cols] + [*(r.get("kl_ci") or [None, None]), *(r.get("policy_ci") or [None, None])]
+            for r in rows]
+    table = wandb.Table(columns=[*cols, "kl_low", "kl_high", "policy_low", "policy_high"], data=data)
     wandb.log({"frontier/table": table, "frontier/image": wandb.Image(str(png)),
                "frontier/plot": wandb.plot.scatter(table, "kl", "policy", title="gold score vs KL")})
     where = run.dir
@@ -147,14 +195,16 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as e:
         print(f"rlhf: error: {e.message}", file=sys.stderr)
         return 2
+    from .report_plot import plot
+
     png, md = a.dir / "frontier.png", a.dir / "frontier.md"
-    plot(rows, png)
+    plot(rows, png, judges=judge_names(rows), note=interval_note(rows))
     md.write_text(markdown(rows))
     (a.dir / "frontier.json").write_text(json.dumps(rows, indent=2) + "\n")
     print(markdown(rows))
     print(f"wrote {png}, {md}")
     if not a.no_wandb:
-        print(f"W&B: {log_wandb(rows, a.dir, png)}")
+        print(f"W&B: {log_wandb(rows, a.dir, png)} (group {wandb_group(rows, a.dir)})")
     return 0
 
 

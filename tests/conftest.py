@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-CONF = ROOT / "conf"
+CONF = ROOT / "conf"  # the source files (tests that list them); composition reads the installed rlhf.conf
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
@@ -25,15 +25,16 @@ def assets() -> Path:
 
 def _hydra_compose(*overrides: str, return_hydra_config: bool = False):
     from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
+    from hydra import initialize_config_module
     from hydra.core.global_hydra import GlobalHydra
 
     from rlhf.cli import register_resolvers
+    from rlhf.resources import CONFIG_MODULE
 
     register_resolvers()
     GlobalHydra.instance().clear()
     try:
-        with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        with initialize_config_module(config_module=CONFIG_MODULE, version_base="1.3"):
             return hydra_compose("config", overrides=list(overrides), return_hydra_config=return_hydra_config)
     finally:
         GlobalHydra.instance().clear()
