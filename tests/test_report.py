@@ -29,15 +29,16 @@ def sweep(tmp_path_factory, assets) -> Path:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from rlhf.evaluation import evaluate_policy
-    from rlhf.generation import GenerationConfig
     from rlhf.judges import length, vader
+    from rlhf.schema import Generation
 
     model_dir = assets / "models" / "stories260k"
     tok = AutoTokenizer.from_pretrained(model_dir)
     tok.pad_token = tok.unk_token
     reference = AutoModelForCausalLM.from_pretrained(model_dir)
     prompts = _first_sentences(assets / "data" / "tinystories" / "stories.jsonl", 12)
-    gen = GenerationConfig(num_samples=2, max_new_tokens=24, seed=3)
+    gen = Generation(num_samples=2, max_new_tokens=24, seed=3)
+    prompt_ids = [tok(p).input_ids for p in prompts]
     root = tmp_path_factory.mktemp("sweep")
     for name, (stage, beta, noise) in RUNS.items():
         policy = AutoModelForCausalLM.from_pretrained(model_dir)
@@ -45,7 +46,8 @@ def sweep(tmp_path_factory, assets) -> Path:
         with torch.no_grad():
             for p in policy.parameters():
                 p.add_(torch.randn(p.shape, generator=g) * noise * p.std())
-        ev = evaluate_policy(policy, tok, prompts, gen, reference=reference, judge=vader, reward=length)
+        ev = evaluate_policy(policy, tok, prompts, prompt_ids, gen, stop_ids=[tok.eos_token_id], reference=reference,
+                             judge=vader, reward=length)
         run = root / name
         run.mkdir()
         (run / "eval.json").write_text(json.dumps(ev))

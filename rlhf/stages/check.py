@@ -43,11 +43,11 @@ def run(cfg: DictConfig) -> dict:
             json.dump(report, f, indent=2, default=str)
         print(f"report written to {cfg.check_out}")
     bad = report["invalid"]["total"]
-    if not report["split"]["train"]:
-        raise UserError(f"no valid training rows in {data_cfg.source} (see the report above): training would stop")
     if bad and data_cfg.on_invalid == "error":
         raise UserError(f"{bad} of {report['rows']} rows from {data_cfg.source} are invalid (see the report above); "
                         "fix them, or set data.on_invalid=drop to drop them")
+    if not report["split"]["train"]:
+        raise UserError(f"no valid training rows in {data_cfg.source} (see the report above): training would stop")
     return report
 
 

@@ -9,7 +9,7 @@ from safetensors.torch import load_file
 
 from rlhf.runner import run_stage as run
 
-QUIET = ["logger=none", "debug=smoke", "trainer.save_strategy=no", "evaluation.enabled=false"]
+QUIET = ["logger=none", "debug=smoke", "evaluation.enabled=false"]
 
 
 def _changed(before: dict, after: dict, skip=()) -> list[str]:
