@@ -184,14 +184,17 @@ def build_value_model(model_cfg, source: str, tokenizer):
     return model
 
 
-def load_frozen_policy(model_cfg, source: str, tokenizer):
-    """A causal LM for inference only (a reference, an evaluated policy): whole even while a ZeRO-3
-    config is live, in eval mode, no gradients."""
+def load_frozen_policy(model_cfg, source: str, tokenizer, whole: bool = True):
+    """A causal LM for inference only (a reference, an evaluated policy), in eval mode, no gradients:
+    whole even while a ZeRO-3 config is live, or (`whole=False`) partitioned as it is built, for a
+    reference a DeepSpeed engine will hold (DPO under ZeRO-3)."""
+    import contextlib
+
     from transformers import AutoModelForCausalLM
 
     from .distributed import zero3_init_off
 
-    with zero3_init_off():
+    with zero3_init_off() if whole else contextlib.nullcontext():
         model = _from_pretrained(AutoModelForCausalLM, source, model_cfg)
     model = _finish(model, model_cfg, None, tokenizer, task_type="CAUSAL_LM")
     model.requires_grad_(False)
@@ -228,6 +231,11 @@ def load_config(model_cfg, source: str):
                                           revision=_revision(model_cfg, source))
     except (OSError, ValueError) as e:
         raise UserError(f"model: cannot read the config of {source!r}: {e}") from None
+
+
+def grown_vocabulary(model_cfg, source: str, tokenizer) -> int:
+    """How many tokens the tokenizer has beyond the model's embeddings (a chat template's markers)."""
+    return max(0, len(tokenizer) - int(getattr(load_config(model_cfg, source), "vocab_size", len(tokenizer))))
 
 
 def _finish(model, model_cfg, peft_cfg, tokenizer, task_type: str):

@@ -282,7 +282,8 @@ class PolicyEvaluator:
         prompts, ids = prompts[: int(ev.max_prompts)], ids[: int(ev.max_prompts)]
         if not prompts:
             raise UserError(f"evaluation: no held-out prompts in {where}; set evaluation.data or evaluation.enabled=false")
-        reward = reward_scorer(cfg, ev.reward_model, "evaluation.reward_model") if ev.reward_model else None
+        conv = any(isinstance(p, list) for p in prompts)
+        reward = reward_scorer(cfg, ev.reward_model, "evaluation.reward_model", conv) if ev.reward_model else None
         gen = Generation.from_mapping(OmegaConf.to_container(ev.generation, resolve=True))
         judge = resolve(str(ev.judge), "evaluation.judge") if ev.judge else None
         return cls(tokenizer, prompts, ids, judge, reward, gen, int(ev.n_show))
@@ -302,13 +303,18 @@ class PolicyEvaluator:
         return {k: v for k, v in result.items() if k not in ("samples", "generation", "per_sample")}
 
 
-def reward_scorer(cfg: DictConfig, run_dir: str, what: str):
-    """A reward-model artifact as a scorer, loaded in the run's dtype (`rlhf.models`)."""
+def reward_scorer(cfg: DictConfig, run_dir: str, what: str, conversational: bool = False):
+    """A reward-model artifact as a scorer, loaded in the run's dtype (`rlhf.models`). Conversational
+    prompts need a reward model whose tokenizer renders conversations (it was trained on them)."""
+    from rlhf.data.chat import has_template
     from rlhf.reward import RewardScorer
 
     from ..models import load_reward_artifact
 
     model, tok, max_length = load_reward_artifact(str(run_dir), cfg.model, what)
+    if conversational and not has_template(tok):
+        raise UserError(f"{what}: the prompts are conversations but the reward model in {run_dir} has no chat template "
+                        "(it was trained on plain text): train it on conversational rows, or give plain-text prompts")
     return RewardScorer(model, tok, max_length)
 
 

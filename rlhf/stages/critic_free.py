@@ -66,14 +66,14 @@ def as_trl_reward_func(fn, name: str):
     return reward_func
 
 
-def reward_functions(cfg: DictConfig) -> tuple[list, list[str]]:
+def reward_functions(cfg: DictConfig, conversational: bool = False) -> tuple[list, list[str]]:
     """stage.reward_model (a reward run dir) and stage.reward_funcs (names or module.attr) -> TRL
     reward callables and their names."""
     from ..judges import resolve
 
     st, funcs, names = cfg.stage, [], []
     if st.get("reward_model"):
-        scorer = common.reward_scorer(cfg, st.reward_model, "stage.reward_model")
+        scorer = common.reward_scorer(cfg, st.reward_model, "stage.reward_model", conversational)
 
         def reward_model(prompts, completions, **_):
             texts = [c[-1]["content"] if isinstance(c, list) else c for c in completions]
@@ -91,7 +91,8 @@ def run(cfg: DictConfig, run_dir: Path):
     import trl
     from datasets import Dataset
 
-    from ..models import build_policy, count_parameters
+    from ..errors import UserError
+    from ..models import build_policy, count_parameters, grown_vocabulary
 
     name = cfg.stage.name
     config_cls, trainer_cls = {"grpo": (trl.GRPOConfig, trl.GRPOTrainer),
@@ -99,12 +100,17 @@ def run(cfg: DictConfig, run_dir: Path):
     rd, ctx = common.start(cfg, run_dir)
     with rd:
         source, init_art, tokenizer, splits, prompts, _ = common.online_rl_inputs(cfg)
-        funcs, reward_names = reward_functions(cfg)
+        funcs, reward_names = reward_functions(cfg, splits.conversational)
         evaluator = common.PolicyEvaluator.from_config(cfg, tokenizer, splits)
         common.begin(ctx)
 
         # Held-out evaluation is ours (rlhf.evaluation), so TRL's generation-heavy eval loop stays off.
         args = ctx.trainer_config(config_cls, eval_strategy="no")
+        grown = grown_vocabulary(cfg.model, source, tokenizer)
+        if grown and args.beta and cfg.peft.method == "none":  # TRL reloads the reference from the policy's path
+            raise UserError(f"model.chat_template: the template added {grown} tokens to {source}, and {name.upper()}'s "
+                            "reference (loaded by TRL from that path) would not know them: run SFT with the template "
+                            "first (its artifact carries them), or use peft=lora")
         policy = build_policy(cfg.model, cfg.peft, tokenizer)
         log.info("%s policy %s: %s; rewards: %s; KL beta %s (reference: %s)", name.upper(), source,
                  count_parameters(policy), ", ".join(reward_names), args.beta,

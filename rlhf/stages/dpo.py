@@ -84,7 +84,7 @@ def run(cfg: DictConfig, run_dir: Path):
     from datasets import Dataset
     from trl import DPOConfig, DPOTrainer
 
-    from ..models import build_policy, count_parameters, load_tokenizer, resolve_source
+    from ..models import build_policy, count_parameters, load_frozen_policy, load_tokenizer, resolve_source
 
     rd, ctx = common.start(cfg, run_dir)
     with rd:
@@ -97,10 +97,14 @@ def run(cfg: DictConfig, run_dir: Path):
         args = ctx.trainer_config(DPOConfig, truncation_mode="keep_start",
                                   **({} if splits.eval else {"eval_strategy": "no"}))
         model = build_policy(cfg.model, cfg.peft, tokenizer)
+        # The reference: the policy's starting weights, loaded by rlhf.models like every model (dtype,
+        # a vocabulary grown by a chat template); under LoRA none: the policy with its adapter disabled.
+        ref = None if cfg.peft.method != "none" else load_frozen_policy(
+            cfg.model, source, tokenizer, whole=not distributed.uses_deepspeed(cfg))
         log.info("policy %s: %s; reference: %s", source, count_parameters(model),
-                 "the policy with its LoRA adapter disabled" if cfg.peft.method != "none" else source)
+                 "the policy with its LoRA adapter disabled" if ref is None else source)
         trainer = _pretokenized(DPOTrainer)(
-            model=model, ref_model=None, args=args, processing_class=tokenizer,
+            model=model, ref_model=ref, args=args, processing_class=tokenizer,
             train_dataset=Dataset.from_list(splits.train_features),
             eval_dataset=Dataset.from_list(splits.eval_features) if splits.eval else None,
         )

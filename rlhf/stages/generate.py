@@ -86,7 +86,8 @@ def run(cfg: DictConfig, run_dir: Path):
         if not prompts:
             raise UserError(f"stage=generate: no prompts in the {st.split} split of {splits.source}")
         judge = resolve(str(st.judge), "stage.judge") if st.judge else None
-        reward = common.reward_scorer(cfg, st.reward_model, "stage.reward_model") if st.reward_model else None
+        reward = (common.reward_scorer(cfg, st.reward_model, "stage.reward_model", splits.conversational)
+                  if st.reward_model else None)
         common.begin(ctx)
 
         gen = Generation.from_mapping(OmegaConf.to_container(st.generation, resolve=True))

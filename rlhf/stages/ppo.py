@@ -61,11 +61,11 @@ def problems(cfg: DictConfig) -> list[str]:
     return out
 
 
-def _scorer(cfg: DictConfig):
+def _scorer(cfg: DictConfig, conversational: bool):
     """(scorer, reward artifact dir or None): a reward model, else the judge (prompts as plain text)."""
     st = cfg.stage
     if st.reward_model:
-        return common.reward_scorer(cfg, st.reward_model, "stage.reward_model"), st.reward_model
+        return common.reward_scorer(cfg, st.reward_model, "stage.reward_model", conversational), st.reward_model
     from rlhf.data.chat import plain_text
 
     from ..judges import resolve
@@ -87,7 +87,7 @@ def run(cfg: DictConfig, run_dir: Path):
     rd, ctx = common.start(cfg, run_dir)
     with rd:
         source, init_art, tokenizer, splits, prompts, prompt_ids = common.online_rl_inputs(cfg)
-        scorer, rm_dir = _scorer(cfg)
+        scorer, rm_dir = _scorer(cfg, splits.conversational)
         if st.value_from == "reward":
             rm = read_artifact(rm_dir, expect_kinds=("reward",), what="stage.reward_model")
             value_src = str(rm.path(rm.model_dir))
