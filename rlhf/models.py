@@ -279,10 +279,11 @@ def freeze_lower_layers(model, n: int) -> None:
 
 
 def apply_lora(model, peft_cfg, task_type: str):
-    import hydra.utils
     from peft import get_peft_model, prepare_model_for_kbit_training
 
-    lora_cfg = hydra.utils.instantiate(peft_cfg.lora, task_type=task_type, _convert_="all")
+    from .trust import build_peft_config
+
+    lora_cfg = build_peft_config(peft_cfg, task_type)  # peft.* classes only, no nested _target_ (README: Trust)
     if peft_cfg.method == "qlora":
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
     model = get_peft_model(model, lora_cfg)
