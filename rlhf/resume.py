@@ -8,7 +8,8 @@
   (same `config_hash`); another config is refused with the keys that differ, unless
   `resume.allow_config_change=true`, which is then recorded in the manifest.
 - `train`: resume (or start) a TRL trainer under the non-finite guard and return whole-run totals:
-  `train_loss` over every step (transformers' covers only the steps since the resume).
+  `train_loss` over every step (transformers' covers only the steps since the resume); the whole
+  run's per-step log goes to `log_history.json` in the run dir.
 """
 
 from __future__ import annotations
@@ -148,6 +149,10 @@ def train(trainer, cfg, run_dir: Path):
         guard.restore(ckpt)
         log.info("resuming from %s", ckpt)
     out = trainer.train(resume_from_checkpoint=str(ckpt) if ckpt is not None else None)
+    if distributed.is_main():  # the per-step curve of the whole run (a resumed state carries the earlier steps)
+        from .artifacts import write_json_atomic
+
+        write_json_atomic(Path(run_dir) / "log_history.json", trainer.state.log_history)
     step = trainer.state.global_step
     metrics = {**out.metrics, "train_loss": guard.train_loss(step), "train_steps": step}
     if ckpt is not None:
