@@ -17,7 +17,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.reliability.harness import CASES, QUIET, copy_run, edit_json, poison, run_inprocess, snapshot, written
+from tests.reliability.harness import (
+    CASES,
+    QUIET,
+    copy_run,
+    edit_json,
+    poison,
+    run_inprocess,
+    snapshot,
+    written,
+)
 
 LEAD = "config value validation: lead"  # values checked at validation: the lead engineer's part of issue 10
 

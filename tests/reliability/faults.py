@@ -114,3 +114,32 @@ def same_second(root: Path, configs: list[list[str]]) -> list[Path]:
         line = next(ln for ln in text.read_text().splitlines() if "artifact: " in ln)
         dirs.append(Path(line.split("artifact: ", 1)[1].strip()))
     return dirs
+
+
+def kill_mid_checkpoint(root: Path, fixtures: dict[str, Path]) -> Trial:
+    """SFT killed the moment a checkpoint folder appears, before its trainer_state.json (the window is
+    milliseconds wide; when the poll misses it the kill lands just after, which is a plain kill),
+    then resumed: it must pick the newest *complete* checkpoint and match the uninterrupted run."""
+    from rlhf.runs import read_status
+
+    args, runs = [*stage_args("sft", fixtures), "trainer.save_steps=1"], root / "runs"
+    ref, run = root / "mid-uninterrupted", root / "mid-killed"
+    out = run_inprocess([*args, f"run_dir={ref}"], runs)
+    if out.code != 0:
+        return Trial("sft (mid-checkpoint)", False, float("inf"), out.stderr[-2000:])
+
+    def writing() -> bool:
+        ckpts = list((run / "checkpoints").glob("checkpoint-*"))
+        return len(ckpts) >= 2 and any(not (p / "trainer_state.json").exists() for p in ckpts)
+
+    proc = launch([*args, f"run_dir={run}"], runs, root / "mid-killed.log")
+    if not kill_when(proc, writing, poll=0.001):
+        return Trial("sft (mid-checkpoint)", False, float("inf"), "the run ended before it was killed")
+    partial = [p.name for p in (run / "checkpoints").glob("checkpoint-*") if not (p / "trainer_state.json").exists()]
+    assert (read_status(run) or {}).get("status") == "interrupted"
+    again = launch([*args, f"run_dir={run}"], runs, root / "mid-resumed.log")
+    if again.wait(timeout=900) != 0:
+        return Trial("sft (mid-checkpoint)", False, float("inf"), (root / "mid-resumed.log").read_text()[-3000:])
+    same = losses(ref) == losses(run)
+    return Trial("sft (mid-checkpoint)", same, max_difference(ref / "model", run / "model"),
+                 f"killed with {partial or 'no'} partial checkpoint(s)")
