@@ -87,11 +87,12 @@ def nonfinite(root: Path, fx: dict, stages: list[str]) -> None:
     published, stopped = 0, 0
     for s in stages:
         run = root / f"diverge-{s}"
-        out = harness.run_inprocess([*harness.QUIET, *(a.format(**fx) for a in DIVERGE[s]), f"run_dir={run}"], root / "runs")
+        args = [a.format(cases=harness.CASES, **fx) for a in DIVERGE[s]]
+        out = harness.run_inprocess([*harness.QUIET, *args, f"run_dir={run}"], root / "runs")
         pub = (run / "artifact.json").exists()
         published += pub
         stopped += out.code == 2 and "diverged" in out.stderr
-        print(f"  {s:<7} exit {out.code}, published {pub}: {out.stderr.strip().splitlines()[-1][:160] if out.stderr.strip() else ''}")
+        print(f"  {s:<7} exit {out.code}, published {pub}: {out.message.splitlines()[0][:200] if out.message else ''}")
     print(f"diverging runs {len(stages)} | stopped with a clear message {stopped} | non-finite runs published {published}")
 
 

@@ -117,6 +117,10 @@ class NonFiniteGuard(TrainerCallback, ExportableState):
         trainer.training_step = training_step  # the instance attribute shadows the method
         return self
 
+    def on_train_begin(self, args, state, control, **kwargs):
+        # A checkpoint written before this guard existed has no entry for it; transformers needs one.
+        state.stateful_callbacks.setdefault(type(self).__name__, {})
+
     def _learning_rate(self) -> float | None:
         return getattr(getattr(self.trainer, "args", None), "learning_rate", None)
 

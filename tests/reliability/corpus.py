@@ -305,11 +305,12 @@ def try_case(case: Case, root: Path, fixtures: dict[str, Path]) -> Verdict:
     before = snapshot(root)
     out = run_inprocess(args, root / "runs")
     changes = written(before, snapshot(root))
-    if out.traceback:
-        return Verdict("traceback", out.stderr[-2000:])
+    if out.traceback:  # the exception's own line, not Hydra's HYDRA_FULL_ERROR hint after it
+        lines = [ln for ln in out.stderr.splitlines() if ln.strip() and "HYDRA_FULL_ERROR" not in ln]
+        return Verdict("traceback", lines[-1][:300] if lines else f"exit {out.code}")
     if out.code == 0:
         return Verdict("silent wrong", f"exit 0 for {' '.join(args)}")
     missing = [e.format(**fmt) for e in case.expect if e.format(**fmt) not in out.stderr]
     if missing or changes:
         return Verdict("unclear", f"message lacks {missing}; wrote {changes[:5]}; stderr: {out.stderr[-1500:]}")
-    return Verdict("clear", out.stderr.strip().splitlines()[-1][:300] if out.stderr.strip() else "")
+    return Verdict("clear", out.message)

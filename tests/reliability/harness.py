@@ -37,6 +37,15 @@ class Outcome:
     stdout: str
 
     @property
+    def message(self) -> str:
+        """The `rlhf: error:` message (or the last line of stderr)."""
+        lines = [ln for ln in self.stderr.splitlines() if ln.strip()]
+        first = next((i for i, ln in enumerate(lines) if "rlhf: error:" in ln), None)
+        if first is None:
+            return lines[-1] if lines else ""
+        return "\n".join([lines[first][lines[first].index("rlhf: error:"):], *lines[first + 1:]])
+
+    @property
     def traceback(self) -> bool:
         """A crash rather than a refusal: exit 1 (Hydra's for an uncaught error) or a printed traceback."""
         return self.code not in (0, 2) or "Traceback (most recent call last)" in self.stderr
@@ -54,7 +63,7 @@ def run_inprocess(args: list[str], runs_dir: Path) -> Outcome:
 
     from rlhf import cli
 
-    saved_env = {k: os.environ.get(k) for k in _env(runs_dir)}
+    saved_env = {k: os.environ.get(k) for k in (*_env(runs_dir), *PROCESS_GROUP_ENV)}
     saved_argv, err, out = sys.argv, io.StringIO(), io.StringIO()
     os.environ.update(_env(runs_dir))
     os.environ.pop("WANDB_API_KEY", None)
@@ -78,7 +87,23 @@ def run_inprocess(args: list[str], runs_dir: Path) -> Outcome:
                 os.environ[k] = v
         GlobalHydra.instance().clear()
         _drop_file_logs()
+        _end_process_group()
     return Outcome(code, err.getvalue(), out.getvalue())
+
+
+PROCESS_GROUP_ENV = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+
+
+def _end_process_group() -> None:
+    """A `deepspeed=` run makes a world of one in this process (and a live ZeRO config for
+    transformers); a run that crashed leaves both behind. The next run must start without them."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+    from transformers.integrations.deepspeed import unset_hf_deepspeed_config
+
+    unset_hf_deepspeed_config()
 
 
 def _drop_file_logs() -> None:
