@@ -33,7 +33,6 @@ def test_sft_at_a_huge_learning_rate_stops_at_the_first_non_finite_step(tmp_path
     assert "trainer.learning_rate=1e+06" in msg  # the likely cause, with the value to change
 
 
-@pytest.mark.slow
 def test_dpo_at_a_huge_learning_rate_is_never_published(reliability_root, tmp_path):
     _, fx = reliability_root
     run = tmp_path / "run"
