@@ -22,8 +22,8 @@ from omegaconf import DictConfig, OmegaConf
 from . import schema
 from .errors import UserError, did_you_mean
 from .resources import assets_problems
-from .trust import ALLOWED_TARGETS, peft_problems  # noqa: F401 (ALLOWED_TARGETS: README "Trust")
 from .stages import STAGES
+from .trust import ALLOWED_TARGETS, peft_problems  # noqa: F401 (ALLOWED_TARGETS: README "Trust")
 
 PEFT_METHODS = ("none", "lora", "qlora")
 REPORTERS = ("none", "wandb", "tensorboard")
