@@ -3,7 +3,7 @@
     python bench/reliability.py [--stages sft,reward,dpo,ppo,grpo,rloo] [--skip-kills]
 
 Runs, on the real CLI (the corpus in this process, kills as real processes killed with SIGKILL):
-- every bad input of tests/reliability/corpus.py: how many got one clear error (exit 2, the field or
+- every bad input of tests/reliability/reliability_corpus.py: how many got one clear error (exit 2, the field or
   file:line named, nothing written, earlier runs byte-identical), a traceback, a silent exit 0, or an
   unclear refusal;
 - kill -9 after the first checkpoint and a relaunch, per trainable stage, plus one SFT kill while a
@@ -29,14 +29,15 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def _load(name: str):
     """tests/reliability/<name>.py, the same corpus and fault helpers the test suite runs."""
-    spec = importlib.util.spec_from_file_location(f"tests.reliability.{name}", ROOT / "tests" / "reliability" / f"{name}.py")
+    spec = importlib.util.spec_from_file_location(name, ROOT / "tests" / "reliability" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module
     spec.loader.exec_module(module)
     return module
 
 
-harness, corpus, faults = _load("harness"), _load("corpus"), _load("faults")
+harness = _load("reliability_harness")
+corpus, faults = _load("reliability_corpus"), _load("reliability_faults")
 
 DIVERGE = {  # a learning rate at which each stage's loss goes non-finite within a few steps
     "sft": ["trainer.learning_rate=1e6", "trainer.max_steps=8"],

@@ -113,7 +113,7 @@ def read_artifact(run_dir: str | Path, expect_kinds: tuple[str, ...] | None = No
         st = runs.read_status(run_dir, what)
         why = f" (status: {st['status']}{': ' + str(st['error']) if st.get('error') else ''})" if st else ""
         raise UserError(f"{what}: {run_dir} has no {MANIFEST}: that run did not finish{why}")
-    from .integrity import check_model_files, parse_manifest
+    from .integrity import check_model_files
 
     art = parse_manifest(manifest, what)
     art.run_dir = str(run_dir)
@@ -125,6 +125,29 @@ def read_artifact(run_dir: str | Path, expect_kinds: tuple[str, ...] | None = No
     if expect_kinds is not None:  # about to be loaded: damaged or non-finite files are refused here
         check_model_files(art, what)
     return art
+
+
+def parse_manifest(manifest: Path, what: str) -> Artifact:
+    """The Artifact in `manifest`, or a UserError saying how the file is damaged."""
+    try:
+        data = json.loads(manifest.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise UserError(f"{what}: {manifest} is damaged (not valid JSON: {e})") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{what}: {manifest} is damaged (expected a JSON object, got {type(data).__name__})")
+    problems = []
+    for key, types in (("stage", str), ("kind", str), ("base_model", str), ("model_dir", (str, type(None))),
+                       ("tokenizer_dir", (str, type(None))), ("adapter_dir", (str, type(None))),
+                       ("metrics", dict), ("extra", dict)):
+        if key not in data and key not in ("adapter_dir", "metrics", "extra"):
+            problems.append(f"`{key}` is missing")
+        elif key in data and not isinstance(data[key], types):
+            problems.append(f"`{key}` is {data[key]!r}")
+    if not problems and data["kind"] not in KINDS:
+        problems.append(f"`kind` {data['kind']!r} is not one of {', '.join(KINDS)}")
+    if problems:
+        raise UserError(f"{what}: {manifest} is damaged: {'; '.join(problems)}")
+    return Artifact(**{k: v for k, v in data.items() if k in Artifact.__dataclass_fields__ and k != "run_dir"})
 
 
 def config_hash(cfg_container: dict) -> str:

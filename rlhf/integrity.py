@@ -1,6 +1,6 @@
-"""What a stage checks of an artifact before it builds on it: a manifest that is an object with the
-fields it needs, the model and tokenizer files it names, weights that are all finite, and (for PPO)
-tokenizers that can work together.
+"""What a stage checks of an artifact (rlhf.artifacts.Artifact) before it builds on it: the model and
+tokenizer files its manifest names, weights that are all finite, and (for PPO) tokenizers that can
+work together. (The manifest itself is checked by `rlhf.artifacts.parse_manifest`.)
 
 Each problem is a UserError naming the file and what is wrong with it, raised before any model is
 loaded, instead of a JSONDecodeError, an OSError from transformers or a quietly diverged model.
@@ -13,7 +13,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-from .artifacts import KINDS, Artifact
 from .errors import UserError
 
 # The files one of which makes a tokenizer loadable (fast tokenizer, SentencePiece, BPE, WordPiece).
@@ -21,30 +20,7 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "spiece.model", "vocab.j
 WEIGHT_SUFFIXES = (".safetensors", ".bin")
 
 
-def parse_manifest(manifest: Path, what: str) -> Artifact:
-    """The Artifact in `manifest`, or a UserError saying how the file is damaged."""
-    try:
-        data = json.loads(manifest.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise UserError(f"{what}: {manifest} is damaged (not valid JSON: {e})") from None
-    if not isinstance(data, dict):
-        raise UserError(f"{what}: {manifest} is damaged (expected a JSON object, got {type(data).__name__})")
-    problems = []
-    for key, types in (("stage", str), ("kind", str), ("base_model", str), ("model_dir", (str, type(None))),
-                       ("tokenizer_dir", (str, type(None))), ("adapter_dir", (str, type(None))),
-                       ("metrics", dict), ("extra", dict)):
-        if key not in data and key not in ("adapter_dir", "metrics", "extra"):
-            problems.append(f"`{key}` is missing")
-        elif key in data and not isinstance(data[key], types):
-            problems.append(f"`{key}` is {data[key]!r}")
-    if not problems and data["kind"] not in KINDS:
-        problems.append(f"`kind` {data['kind']!r} is not one of {', '.join(KINDS)}")
-    if problems:
-        raise UserError(f"{what}: {manifest} is damaged: {'; '.join(problems)}")
-    return Artifact(**{k: v for k, v in data.items() if k in Artifact.__dataclass_fields__ and k != "run_dir"})
-
-
-def check_model_files(art: Artifact, what: str) -> None:
+def check_model_files(art, what: str) -> None:
     """The model, adapter and tokenizer folders the manifest names exist, their config files parse,
     and every weight is finite (NaN/inf weights mean the run that made them diverged)."""
     dirs = [d for d in (art.model_dir, art.adapter_dir, art.extra.get("value_dir")) if isinstance(d, str)]

@@ -219,6 +219,16 @@ def load_reward_artifact(run_dir: str, model_cfg, what: str = "stage.reward_mode
     return model.eval(), tok, min(x for x in limits if isinstance(x, int) and x > 0)
 
 
+def artifact_tokenizer(art, what: str):
+    """The tokenizer saved with an artifact, exactly as saved (to compare vocabularies, not to encode)."""
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(str(art.path(art.tokenizer_dir)))
+    except (OSError, ValueError) as e:
+        raise UserError(f"{what}: cannot load the tokenizer of {art.run_dir}: {e}") from None
+
+
 def load_config(model_cfg, source: str):
     """The model's transformers config (no weights): for the memory estimate."""
     from transformers import AutoConfig

@@ -71,14 +71,12 @@ def problems(cfg: DictConfig) -> list[str]:
 def _value_vocabulary_problems(cfg: DictConfig, tokenizer) -> list[str]:
     """A value model made from the reward model reads the policy's token ids: the reward model must
     use the same vocabulary (rlhf.integrity.same_vocabulary). Loads tokenizers only."""
-    from transformers import AutoTokenizer
-
     from ..artifacts import read_artifact
     from ..integrity import same_vocabulary
-    from ..models import load_tokenizer, resolve_source
+    from ..models import artifact_tokenizer, load_tokenizer, resolve_source
 
     art = read_artifact(cfg.stage.reward_model, expect_kinds=("reward",), what="stage.reward_model")
-    rm_tok = AutoTokenizer.from_pretrained(str(art.path(art.tokenizer_dir)))
+    rm_tok = artifact_tokenizer(art, "stage.reward_model")
     if tokenizer is None:
         tokenizer = load_tokenizer(cfg.model, resolve_source(cfg.model, ("policy",))[0])
     if same_vocabulary(tokenizer, rm_tok):

@@ -4,8 +4,7 @@ trained from it, and a reward model on another vocabulary (GPT-2's)."""
 from __future__ import annotations
 
 import pytest
-
-from tests.reliability.harness import build_foreign_rm, build_rm, build_sft
+from reliability_harness import build_foreign_rm, build_rm, build_sft
 
 
 @pytest.fixture(scope="session")

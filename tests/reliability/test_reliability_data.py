@@ -4,10 +4,10 @@ data.on_invalid=drop drops it."""
 from __future__ import annotations
 
 import pytest
+from reliability_harness import CASES
 
 from rlhf.data import DataConfig, load_splits
 from rlhf.errors import UserError
-from tests.reliability.harness import CASES
 
 
 def test_a_latin1_line_is_named_and_can_be_dropped():

@@ -1,14 +1,13 @@
 """kill -9 and resume for every trainable stage, a kill during a checkpoint write, a relaunch under
-another config, and runs started in the same second (tests/reliability/faults.py)."""
+another config, and runs started in the same second (tests/reliability/reliability_faults.py)."""
 
 from __future__ import annotations
 
 import json
 
 import pytest
-
-from tests.reliability.faults import RESUMABLE, complete_checkpoint, kill_and_resume, same_second, stage_args
-from tests.reliability.harness import kill_when, launch, run_inprocess, snapshot
+from reliability_faults import RESUMABLE, complete_checkpoint, kill_and_resume, same_second, stage_args
+from reliability_harness import kill_when, launch, run_inprocess, snapshot
 
 
 @pytest.mark.slow

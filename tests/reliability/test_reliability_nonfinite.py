@@ -7,8 +7,7 @@ import json
 import math
 
 import pytest
-
-from tests.reliability.harness import CASES, QUIET, poison, run_inprocess
+from reliability_harness import CASES, QUIET, poison, run_inprocess
 
 
 def _strict(path):
@@ -66,12 +65,12 @@ def test_skip_counts_skipped_steps_and_stops_after_n_in_a_row(tmp_path):
 def test_skip_lets_a_ppo_run_through_one_bad_batch(reliability_root, tmp_path):
     """A judge that scores NaN once: under skip, the two optimizer steps of that iteration are skipped
     (counted in metrics.json), the run goes on and publishes all-finite weights."""
-    from tests.reliability import nan_judge
+    import reliability_nan_judge as nan_judge
 
     _, fx = reliability_root
     nan_judge.CALLS["n"] = 0
     run = tmp_path / "run"
-    out = run_inprocess([*QUIET, "stage=ppo", f"model.init_from={fx['sft']}", "stage.judge=tests.reliability.nan_judge.nan_once",
+    out = run_inprocess([*QUIET, "stage=ppo", f"model.init_from={fx['sft']}", "stage.judge=reliability_nan_judge.nan_once",
                          "stage.value_from=policy", "evaluation.enabled=false", "nonfinite.policy=skip",
                          "nonfinite.max_consecutive=3", f"run_dir={run}"], tmp_path / "runs")
     assert out.code == 0, out.stderr[-3000:]
@@ -81,31 +80,21 @@ def test_skip_lets_a_ppo_run_through_one_bad_batch(reliability_root, tmp_path):
     assert history[0]["objective/scores"] is None and history[1]["objective/scores"] is not None  # NaN -> null
 
 
-def test_finish_refuses_to_publish_non_finite_weights(reliability_root, tmp_path):
+def test_finish_refuses_to_publish_non_finite_weights(reliability_root, compose, tmp_path):
     """The last line of defence, whatever the training did: `common.finish` checks what it saved."""
+    import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from rlhf.errors import RunFailed
     from rlhf.stages import common
-    from tests.conftest import CONF
 
     _, fx = reliability_root
     model = AutoModelForCausalLM.from_pretrained(fx["sft"] / "model")
     tok = AutoTokenizer.from_pretrained(fx["sft"] / "model")
-    with __import__("torch").no_grad():
+    with torch.no_grad():
         model.model.norm.weight[0] = math.inf
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-
-    from rlhf.cli import register_resolvers
-
-    register_resolvers()
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose("config", overrides=[*QUIET])
-    GlobalHydra.instance().clear()
     run = tmp_path / "run"
-    rd, ctx = common.start(cfg, run)
+    rd, ctx = common.start(compose(*QUIET), run)
     with pytest.raises(RunFailed, match="tensors hold NaN or inf"), rd:
         common.finish(ctx, kind="policy", model=model, tokenizer=tok, metrics={"loss": math.nan})
     assert not (run / "artifact.json").exists()

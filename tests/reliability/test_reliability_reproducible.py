@@ -4,9 +4,8 @@ everything random (score and value heads, dropout, samplers, rollouts) is seeded
 from __future__ import annotations
 
 import pytest
-
-from tests.reliability.faults import RESUMABLE, stage_args
-from tests.reliability.harness import max_difference, run_inprocess
+from reliability_faults import RESUMABLE, stage_args
+from reliability_harness import max_difference, run_inprocess
 
 SHORT = ["trainer.max_steps=1", "trainer.save_steps=1000"]  # no checkpoints: only the seeding is under test
 

@@ -7,7 +7,7 @@ import subprocess
 import sys
 import textwrap
 
-from tests.reliability.harness import QUIET, run_inprocess
+from reliability_harness import QUIET, run_inprocess
 
 
 def test_a_nested_target_in_an_override_runs_nothing(tmp_path):

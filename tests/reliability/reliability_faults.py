@@ -14,7 +14,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.reliability.harness import CASES, QUIET, kill_when, launch, max_difference, run_inprocess
+from reliability_harness import CASES, QUIET, kill_when, launch, max_difference, run_inprocess
 
 STEPS = ["trainer.max_steps=6", "trainer.save_steps=2", "trainer.logging_steps=1"]
 TRL = [*STEPS, "trainer.eval_strategy=no"]
