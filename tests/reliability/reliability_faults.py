@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -73,12 +74,14 @@ def kill_and_resume(stage: str, root: Path, fixtures: dict[str, Path], partial: 
 
     args, runs = stage_args(stage, fixtures), root / "runs"
     ref, run = root / f"{stage}-uninterrupted", root / f"{stage}-killed"
+    # The run to kill starts first; the uninterrupted one trains here meanwhile (the two only share CPUs).
+    proc = launch([*args, f"run_dir={run}"], runs, root / f"{stage}-killed.log")
+    killed = _in_thread(kill_when, proc, lambda: complete_checkpoint(run))
     out = run_inprocess([*args, f"run_dir={ref}"], runs)
+    if not killed():
+        return Trial(stage, False, float("inf"), "the run ended before its first checkpoint: nothing was killed")
     if out.code != 0:
         return Trial(stage, False, float("inf"), f"uninterrupted run failed: {out.stderr[-2000:]}")
-    proc = launch([*args, f"run_dir={run}"], runs, root / f"{stage}-killed.log")
-    if not kill_when(proc, lambda: complete_checkpoint(run)):
-        return Trial(stage, False, float("inf"), "the run ended before its first checkpoint: nothing was killed")
     status = (read_status(run) or {}).get("status")
     if status != "interrupted":
         return Trial(stage, False, float("inf"), f"after kill -9 status.json reads {status!r}, not 'interrupted'")
@@ -94,6 +97,28 @@ def kill_and_resume(stage: str, root: Path, fixtures: dict[str, Path], partial: 
     if totals:
         same, detail = False, f"{detail}\nwhole-run totals differ: {totals}: {totals_of(ref)} vs {totals_of(run)}"
     return Trial(stage, same, diff, detail)
+
+
+def _in_thread(fn, *args):
+    """Start fn(*args) in a thread; returns a function that waits for its result (or raises its error)."""
+    box: dict = {}
+
+    def target():
+        try:
+            box["result"] = fn(*args)
+        except BaseException as e:  # noqa: BLE001 - handed to the caller
+            box["error"] = e
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+
+    def result():
+        thread.join()
+        if "error" in box:
+            raise box["error"]
+        return box["result"]
+
+    return result
 
 
 def totals_of(run_dir: Path) -> dict:
