@@ -52,6 +52,8 @@ class Problem:
     detail: str
 
     def message(self, origin: Origin) -> str:
+        if not self.field:  # about the line itself, before it has fields (e.g. its encoding)
+            return f"{origin}: {self.detail}"
         return f"{origin}: {self.field}: {self.detail}"
 
 

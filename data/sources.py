@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import zlib
 from collections.abc import Iterator
 from itertools import islice
 from pathlib import Path
@@ -44,17 +45,32 @@ def read_source(source: str, hf_split: str = "train", max_rows: int | None = Non
         raise UserError(
             f"data.source: {source}: unsupported file type; expected one of {', '.join(EXTENSIONS)}"
         )
-    return list(islice(records, max_rows))
+    try:
+        return list(islice(records, max_rows))
+    except (gzip.BadGzipFile, EOFError, zlib.error) as e:
+        raise UserError(
+            f"data.source: {source}: not a readable gzip file ({e}); a .gz file must be gzip-compressed "
+            "and complete (plain text? name it .jsonl)"
+        ) from None
+    except OSError as e:
+        raise UserError(f"data.source: {source}: cannot be read ({e})") from None
 
 
 def _read_jsonl(path: Path) -> Iterator[Raw]:
-    """One record per non-blank line; line numbers are 1-based as in an editor."""
+    """One record per non-blank line; line numbers are 1-based as in an editor. Lines are decoded
+    one by one, so a line that is not UTF-8 is a bad row (file:line), not a failed read."""
     opener = gzip.open if path.name.endswith(".gz") else open
-    with opener(path, "rt", encoding="utf-8") as f:
-        for number, line in enumerate(f, start=1):
+    with opener(path, "rb") as f:
+        for number, raw in enumerate(f, start=1):
+            origin = Origin(path.name, number)
+            try:
+                line = raw.decode("utf-8-sig" if number == 1 else "utf-8")  # a leading BOM is fine
+            except UnicodeDecodeError as e:
+                yield origin, RowError("unparsable", "", f"not valid UTF-8 (byte 0x{raw[e.start]:02x} at column "
+                                                         f"{e.start + 1}); save the file as UTF-8")
+                continue
             if not line.strip():
                 continue
-            origin = Origin(path.name, number)
             try:
                 record = json.loads(line)
             except json.JSONDecodeError as e:
@@ -66,7 +82,10 @@ def _read_jsonl(path: Path) -> Iterator[Raw]:
 def _read_json(path: Path) -> Iterator[Raw]:
     """A whole-file JSON list of objects; records are numbered from 1."""
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(path.read_text(encoding="utf-8-sig"))
+    except UnicodeDecodeError as e:
+        raise UserError(f"{path}: not valid UTF-8 (byte 0x{e.object[e.start]:02x} at offset {e.start}); "
+                        "save the file as UTF-8") from None
     except json.JSONDecodeError as e:
         hint = " (one object per line? name the file .jsonl)" if e.msg == "Extra data" else ""
         raise UserError(f"{path}:{e.lineno}: not valid JSON: {e.msg}{hint}") from None
@@ -84,10 +103,13 @@ def _read_parquet(path: Path) -> Iterator[Raw]:
     except Exception as e:  # pyarrow raises ArrowInvalid and friends for a file that is not parquet
         raise UserError(f"{path}: cannot read as parquet: {e}") from None
     number = 0
-    for batch in parquet.iter_batches():
-        for record in batch.to_pylist():
-            number += 1
-            yield Origin(path.name, number, "row"), record
+    try:
+        for batch in parquet.iter_batches():
+            for record in batch.to_pylist():
+                number += 1
+                yield Origin(path.name, number, "row"), record
+    except Exception as e:  # a damaged row group: pyarrow's ArrowInvalid / OSError
+        raise UserError(f"{path}: damaged parquet after row {number}: {e}") from None
 
 
 def _read_hf(name: str, split: str, max_rows: int | None) -> Iterator[Raw]:

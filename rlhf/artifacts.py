@@ -18,14 +18,16 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import json
+import math
 import os
 import subprocess
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from . import runs
 from .distributed import is_main
-from .errors import UserError
+from .errors import RunFailed, UserError
 
 MANIFEST = "artifact.json"
 FORMAT_VERSION = 1
@@ -53,22 +55,53 @@ class Artifact:
         return None if rel is None else Path(self.run_dir) / rel
 
 
+def strict_json(obj: Any) -> Any:
+    """`obj` with every non-finite float (NaN, ±inf) replaced by None: JSON has no such numbers, and
+    Python's `NaN` literal breaks every other reader (jq, JavaScript, W&B's summary)."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: strict_json(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [strict_json(v) for v in obj]
+    return obj
+
+
+def _json_text(obj: Any) -> str:
+    return json.dumps(strict_json(obj), indent=2, sort_keys=False, default=str, allow_nan=False) + "\n"
+
+
 def write_json_atomic(path: Path, obj: Any) -> None:
-    """Write JSON to a temp file in the same folder, then rename: readers never see half a file."""
+    """Write strict JSON (non-finite numbers as null) to a temp file in the same folder, then rename:
+    readers never see half a file."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
+    tmp.write_text(_json_text(obj))
     os.replace(tmp, path)
 
 
 def write_artifact(run_dir: Path, artifact: Artifact) -> Path:
+    """metrics.json, then the manifest, published exclusively: a run dir that gained an artifact.json
+    meanwhile (another process finished there) is refused, never overwritten."""
     artifact.created = artifact.created or _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     artifact.code_version = artifact.code_version or code_version()
     data = asdict(artifact)
     data.pop("run_dir")
+    final = Path(run_dir) / MANIFEST
+    if final.exists():
+        raise RunFailed(f"run_dir {run_dir}: another run published {MANIFEST} here while this one ran; "
+                        "nothing of it was overwritten")
     write_json_atomic(Path(run_dir) / "metrics.json", artifact.metrics)
-    write_json_atomic(Path(run_dir) / MANIFEST, data)
-    return Path(run_dir) / MANIFEST
+    tmp = final.with_name(f".{MANIFEST}.tmp")
+    tmp.write_text(_json_text(data))
+    try:
+        os.link(tmp, final)  # atomic and exclusive: fails if the name exists
+    except FileExistsError:
+        raise RunFailed(f"run_dir {run_dir}: another run published {MANIFEST} here while this one ran; "
+                        "nothing of it was overwritten") from None
+    finally:
+        tmp.unlink(missing_ok=True)
+    return final
 
 
 def read_artifact(run_dir: str | Path, expect_kinds: tuple[str, ...] | None = None, what: str = "model.init_from") -> Artifact:
@@ -77,29 +110,49 @@ def read_artifact(run_dir: str | Path, expect_kinds: tuple[str, ...] | None = No
         raise UserError(f"{what}: {run_dir} does not exist (expected the run directory of an earlier stage)")
     manifest = run_dir / MANIFEST
     if not manifest.is_file():
-        status = run_dir / "status.json"
-        why = ""
-        if status.is_file():
-            st = json.loads(status.read_text())
-            why = f" (status: {st.get('status')}{': ' + st['error'] if st.get('error') else ''})"
+        st = runs.read_status(run_dir, what)
+        why = f" (status: {st['status']}{': ' + str(st['error']) if st.get('error') else ''})" if st else ""
         raise UserError(f"{what}: {run_dir} has no {MANIFEST}: that run did not finish{why}")
-    try:
-        data = json.loads(manifest.read_text())
-        art = Artifact(**{k: v for k, v in data.items() if k in Artifact.__dataclass_fields__})
-    except (json.JSONDecodeError, TypeError) as e:
-        raise UserError(f"{what}: {manifest} is not a valid manifest: {e}") from None
+    from .integrity import check_model_files
+
+    art = parse_manifest(manifest, what)
     art.run_dir = str(run_dir)
     if expect_kinds is not None and art.kind not in expect_kinds:
         raise UserError(
             f"{what}: {run_dir} holds a {art.kind} {'model' if art.kind in ('policy', 'reward') else 'artifact'} "
             f"(stage {art.stage}); this stage needs a {' or '.join(expect_kinds)} artifact"
         )
+    if expect_kinds is not None:  # about to be loaded: damaged or non-finite files are refused here
+        check_model_files(art, what)
     return art
+
+
+def parse_manifest(manifest: Path, what: str) -> Artifact:
+    """The Artifact in `manifest`, or a UserError saying how the file is damaged."""
+    try:
+        data = json.loads(manifest.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise UserError(f"{what}: {manifest} is damaged (not valid JSON: {e})") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{what}: {manifest} is damaged (expected a JSON object, got {type(data).__name__})")
+    problems = []
+    for key, types in (("stage", str), ("kind", str), ("base_model", str), ("model_dir", (str, type(None))),
+                       ("tokenizer_dir", (str, type(None))), ("adapter_dir", (str, type(None))),
+                       ("metrics", dict), ("extra", dict)):
+        if key not in data and key not in ("adapter_dir", "metrics", "extra"):
+            problems.append(f"`{key}` is missing")
+        elif key in data and not isinstance(data[key], types):
+            problems.append(f"`{key}` is {data[key]!r}")
+    if not problems and data["kind"] not in KINDS:
+        problems.append(f"`kind` {data['kind']!r} is not one of {', '.join(KINDS)}")
+    if problems:
+        raise UserError(f"{what}: {manifest} is damaged: {'; '.join(problems)}")
+    return Artifact(**{k: v for k, v in data.items() if k in Artifact.__dataclass_fields__ and k != "run_dir"})
 
 
 def config_hash(cfg_container: dict) -> str:
     """Hash of what determines a run's result (paths, logging and run naming excluded)."""
-    volatile = {"run_dir", "paths", "logger", "hydra", "mode", "assets_dir", "launch", "sweep_objective"}
+    volatile = {"run_dir", "paths", "logger", "hydra", "mode", "assets_dir", "launch", "sweep_objective", "resume"}
     stable = {k: v for k, v in cfg_container.items() if k not in volatile}
     blob = json.dumps(stable, sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
@@ -131,14 +184,20 @@ class RunDir:
 
     def __init__(self, path: str | Path):
         self.path = Path(path).resolve()
+        self.config_hash: str | None = None  # recorded in status.json: what a resume is checked against
         # Hydra may already have created the dir and a log file: still "ours" if nothing else is there.
-        existing = [p for p in self.path.iterdir()] if self.path.is_dir() else []
-        self.created_here = all(p.suffix == ".log" for p in existing)
+        self.created_here = runs.is_fresh(self.path)
         if (self.path / MANIFEST).exists():
             raise UserError(
                 f"run_dir {self.path} already holds a finished run ({MANIFEST}); "
                 "pick a new run_dir instead of overwriting it"
             )
+        if is_main():  # the lock is held until the run ends; a directory in use is refused
+            runs.claim_run_dir(self.path, named_by_time=False)
+
+    def release(self) -> None:
+        if is_main():
+            runs.release(self.path)
 
     def __enter__(self) -> RunDir:
         if is_main():  # several processes, one run: rank 0 owns the directory
@@ -147,20 +206,21 @@ class RunDir:
         return self
 
     def _status(self, status: str, error: str | None = None) -> None:
-        obj = {"status": status, "time": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
-        if error:
-            obj["error"] = error
-        write_json_atomic(self.path / "status.json", obj)
+        write_json_atomic(self.path / runs.STATUS, runs.status_record(status, error, config_hash=self.config_hash))
 
     def __exit__(self, exc_type, exc, tb) -> bool:
         if not is_main():
             return False
-        if exc_type is None:
-            self._status("finished")
-        elif issubclass(exc_type, UserError) and self.created_here and not (self.path / "model").exists():
-            import shutil
+        try:
+            if exc_type is None:
+                self._status("finished")
+            elif (issubclass(exc_type, UserError) and not issubclass(exc_type, RunFailed) and self.created_here
+                  and not (self.path / "model").exists()):
+                import shutil
 
-            shutil.rmtree(self.path, ignore_errors=True)
-        elif issubclass(exc_type, (Exception, KeyboardInterrupt)):
-            self._status("failed", f"{exc_type.__name__}: {exc}")
+                shutil.rmtree(self.path, ignore_errors=True)
+            elif issubclass(exc_type, (Exception, KeyboardInterrupt)) and not (self.path / MANIFEST).exists():
+                self._status("failed", f"{exc_type.__name__}: {exc}")
+        finally:
+            self.release()
         return False

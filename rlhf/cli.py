@@ -124,6 +124,10 @@ def _hydra_main(cfg: DictConfig) -> float | None:
         return
     try:
         _check_sweeper(cfg, HydraConfig.get())
+        if cfg.mode == "train" and not cfg.get("pipeline") and distributed.is_main():
+            from .runs import own_hydra_run_dir
+
+            run_dir = own_hydra_run_dir(cfg, run_dir)  # exclusively: a same-second run gets <name>-1
         if cfg.mode == "train" and (distributed.launched() or distributed.uses_deepspeed(cfg)):
             if not cfg.get("pipeline"):
                 from .config import validate
@@ -138,8 +142,13 @@ def _hydra_main(cfg: DictConfig) -> float | None:
         if distributed.is_main() or not distributed.launched():
             print(f"rlhf: error: {e.message}", file=sys.stderr)
         _remove_if_empty(run_dir)
+        _release(run_dir)
         distributed.teardown()
         sys.exit(2)
+    except BaseException:
+        _release(run_dir)
+        raise
+    _release(run_dir)
     distributed.teardown()
     if cfg.mode == "check":
         _remove_if_empty(run_dir)
@@ -164,7 +173,9 @@ def _agree_on_run_dir(cfg: DictConfig, hydra_dir: Path) -> Path:
 
 def _remove_if_empty(run_dir: Path) -> None:
     """Hydra creates the run dir before we start: a refused run or a check leaves nothing behind."""
-    if run_dir.is_dir() and all(p.suffix == ".log" for p in run_dir.iterdir()):
+    from . import runs
+
+    if run_dir.is_dir() and runs.is_fresh(run_dir):
         import shutil
 
         root = logging.getLogger()
@@ -173,6 +184,12 @@ def _remove_if_empty(run_dir: Path) -> None:
                 root.removeHandler(h)
                 h.close()
         shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def _release(run_dir: Path) -> None:
+    from . import runs
+
+    runs.release(run_dir)
 
 
 def main() -> None:

@@ -23,6 +23,7 @@ from . import schema
 from .errors import UserError, did_you_mean
 from .resources import assets_problems
 from .stages import STAGES
+from .trust import ALLOWED_TARGETS, peft_problems  # noqa: F401 (ALLOWED_TARGETS: README "Trust")
 
 PEFT_METHODS = ("none", "lora", "qlora")
 REPORTERS = ("none", "wandb", "tensorboard")
@@ -69,6 +70,7 @@ def validate(cfg: DictConfig) -> None:
         problems.append(f"sweep_objective: must be a dotted metric path like policy_eval.gold_policy, "
                         f"got {cfg.sweep_objective!r}")
     problems += _deepspeed_problems(node.get("deepspeed"))
+    problems += _fault_problems(cfg)
     problems += assets_problems(cfg)
     if stage.TRAINER and cfg.mode == "train":
         problems += trainer_problems(stage.TRAINER, node["trainer"], node["model"])
@@ -101,15 +103,8 @@ def _data_problems(node: Any, where: str, kinds, stage: str) -> list[str]:
 
 def _peft_problems(node: dict, mode: str) -> list[str]:
     out = []
-    lora = node.get("lora")
-    if node["method"] != "none" and isinstance(lora, dict):
-        target = lora.get("_target_")
-        if target not in ALLOWED_TARGETS:
-            out.append(f"peft.lora._target_: {target!r} is not an allowed class (one of {', '.join(ALLOWED_TARGETS)}): "
-                       "configs instantiate only documented classes (README: Trust)")
-        for k, v in lora.items():
-            if isinstance(v, dict) and "_target_" in v:
-                out.append(f"peft.lora.{k}._target_: nested instantiation is not allowed (README: Trust)")
+    if node["method"] != "none":
+        out += peft_problems(node.get("lora"))  # the config-as-code boundary (rlhf.trust)
     if mode == "train" and node["method"] == "qlora":
         import torch
 
@@ -121,8 +116,15 @@ def _peft_problems(node: dict, mode: str) -> list[str]:
     return out
 
 
-# `_target_` a config may instantiate (README "Trust"): PEFT's adapter configs only.
-ALLOWED_TARGETS = ("peft.LoraConfig", "peft.tuners.lora.LoraConfig", "peft.tuners.lora.config.LoraConfig")
+def _fault_problems(cfg: DictConfig) -> list[str]:
+    """The `nonfinite:` and `resume:` nodes (rlhf.guards, rlhf.resume)."""
+    from .guards import config_problems
+
+    out = config_problems(cfg)
+    resume = cfg.get("resume")
+    if resume is not None and not isinstance(resume.get("allow_config_change"), bool):
+        out.append(f"resume.allow_config_change: must be true or false, got {resume.get('allow_config_change')!r}")
+    return out
 
 
 def _deepspeed_problems(ds: Any) -> list[str]:

@@ -31,3 +31,11 @@ def did_you_mean(word: str, choices: Iterable[str]) -> str:
 
     close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
     return f" (did you mean `{close[0]}`?)" if close else ""
+
+
+class RunFailed(UserError):
+    """A user-fixable problem found while a run trains (a diverged loss, non-finite weights).
+
+    Exit 2 like any UserError, but the run directory is kept and marked `failed` (it holds what was
+    tried: the config, the log, the checkpoints) instead of being removed as a refused run's is.
+    """

@@ -222,6 +222,16 @@ def load_reward_artifact(run_dir: str, model_cfg, what: str = "stage.reward_mode
     return model.eval(), tok, min(x for x in limits if isinstance(x, int) and x > 0)
 
 
+def artifact_tokenizer(art, what: str):
+    """The tokenizer saved with an artifact, exactly as saved (to compare vocabularies, not to encode)."""
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(str(art.path(art.tokenizer_dir)))
+    except (OSError, ValueError) as e:
+        raise UserError(f"{what}: cannot load the tokenizer of {art.run_dir}: {e}") from None
+
+
 def load_config(model_cfg, source: str):
     """The model's transformers config (no weights): for the memory estimate."""
     from transformers import AutoConfig
@@ -287,10 +297,11 @@ def freeze_lower_layers(model, n: int) -> None:
 
 
 def apply_lora(model, peft_cfg, task_type: str):
-    import hydra.utils
     from peft import get_peft_model, prepare_model_for_kbit_training
 
-    lora_cfg = hydra.utils.instantiate(peft_cfg.lora, task_type=task_type, _convert_="all")
+    from .trust import build_peft_config
+
+    lora_cfg = build_peft_config(peft_cfg, task_type)  # peft.* classes only, no nested _target_ (README: Trust)
     if peft_cfg.method == "qlora":
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
     model = get_peft_model(model, lora_cfg)

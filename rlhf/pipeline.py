@@ -17,7 +17,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from .artifacts import MANIFEST, config_hash, read_artifact
+from .artifacts import MANIFEST, config_hash, read_artifact, strict_json
 from .distributed import is_main
 from .errors import UserError
 
@@ -85,7 +85,7 @@ def run_pipeline(cfg: DictConfig, base_overrides: list[str]) -> dict:
         results[name] = {"wall_s": round(time.time() - t0, 1), **art.metrics}
     if is_main():  # under a launcher rank 0 writes and prints the summary
         summary_path = Path(cfg.pipeline.dir) / "summary.json"
-        summary_path.write_text(json.dumps(results, indent=2, default=str) + "\n")
+        summary_path.write_text(json.dumps(strict_json(results), indent=2, default=str, allow_nan=False) + "\n")
         print(format_summary(results))
     return results
 

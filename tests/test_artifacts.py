@@ -3,17 +3,23 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
+from pathlib import Path
 
 import pytest
 
 from rlhf.artifacts import Artifact, RunDir, read_artifact, write_artifact
 from rlhf.errors import UserError
 
+STORIES = Path(os.environ.get("RLHF_ASSETS_DIR", Path(__file__).resolve().parents[2] / "shared" / "assets")) / \
+    "models" / "stories260k"
+
 
 def _finished(tmp_path, kind="reward"):
     d = tmp_path / "run"
     with RunDir(d):
-        (d / "model").mkdir()
+        shutil.copytree(STORIES, d / "model")  # real files: a stage checks them before it loads them
         write_artifact(d, Artifact(stage="reward", kind=kind, model_dir="model", base_model="b", tokenizer_dir="model",
                                    metrics={"eval_accuracy": 0.7}))
     return d

@@ -35,10 +35,11 @@ class PPOTrainer:
     def __init__(self, config: PPOConfig, policy, value: ValueModel, tokenizer, scorer: Scorer,
                  prompts: Sequence, prompt_ids: Sequence[Sequence[int]] | None = None, reference=None,
                  output_dir: Path | None = None, log_fn: Callable[[dict, int], None] | None = None,
-                 deepspeed_config: dict | None = None, stop_ids: Sequence[int] | None = None):
+                 deepspeed_config: dict | None = None, stop_ids: Sequence[int] | None = None, guard=None):
         from trl.trainer.utils import disable_dropout_in_model
 
         self.cfg, self.policy, self.value, self.tokenizer = config, policy, value, tokenizer
+        self.guard = guard  # rlhf.guards.StepGuard: what a non-finite loss or gradient norm does
         self.scorer, self.prompts, self.ref_model = scorer, list(prompts), reference
         self.prompt_ids = [list(x) for x in prompt_ids] if prompt_ids is not None else [
             tokenizer(p).input_ids for p in self.prompts]
@@ -128,13 +129,17 @@ class PPOTrainer:
         }
         return Experience(batch, prompts, completions, mask, old_logp, values, adv, returns, stats)
 
-    def _step(self, agg: dict[str, list[float]]) -> None:
-        """Clip, average across ranks and apply the accumulated gradients (without DeepSpeed)."""
+    def _step(self, agg: dict[str, list[float]], step: str, values: dict) -> None:
+        """Clip, average across ranks and apply the accumulated gradients (without DeepSpeed), unless
+        the guard skips a non-finite step (weights and optimizer state then stay as they are)."""
         params = [p for g in self.optimizer.param_groups for p in g["params"]]
         if self.world_size > 1:
             parallel.average_gradients(params, self.world_size)
         gn = torch.nn.utils.clip_grad_norm_(params, self.cfg.max_grad_norm)
         agg.setdefault("grad_norm", []).append(float(gn))
+        if self.guard is not None and not self.guard.check(step, {**values, "grad_norm": float(gn)}):
+            self.optimizer.zero_grad(set_to_none=True)
+            return
         self.optimizer.step()
 
     def optimise(self, exp: Experience) -> dict:
@@ -146,21 +151,28 @@ class PPOTrainer:
         gen = torch.Generator().manual_seed(c.seed * 7919 + self.iteration)
         self.policy.train()
         self.value.train()
+        n_steps = c.ppo_epochs * -(-len(exp) // c.mini_batch_size)
         try:
             for _ in range(c.ppo_epochs):
                 perm = torch.randperm(len(exp), generator=gen)
                 for m0 in range(0, len(exp), c.mini_batch_size):
                     mini = perm[m0 : m0 + c.mini_batch_size]
                     self.optimizer.zero_grad(set_to_none=True)
+                    loss = 0.0
                     for u0 in range(0, len(mini), micro):
                         sub = exp.select(mini[u0 : u0 + micro].to(exp.mask.device))
                         n_tokens += int(sub.mask.sum())
-                        self._micro_step(sub, agg)
+                        loss += self._micro_step(sub, agg) / c.gradient_accumulation_steps
+                    k = len(agg.get("grad_norm", [])) + 1
+                    step = f"iteration {self.iteration + 1}, optimizer step {k} of {n_steps}"
+                    values = {"loss": loss, "objective/scores": exp.stats["objective/scores"]}
                     if self.engine is not None:
                         gn = self.engine.get_global_grad_norm()
                         agg.setdefault("grad_norm", []).append(float(gn) if gn is not None else float("nan"))
+                        if self.guard is not None:  # the engine has stepped already: stopping is what is left
+                            self.guard.check(step, {**values, "grad_norm": gn})
                     else:
-                        self._step(agg)
+                        self._step(agg, step, values)
         finally:
             self.policy.eval()
             self.value.eval()
@@ -168,7 +180,8 @@ class PPOTrainer:
         stats["tokens_per_s/train"] = n_tokens / max(time.perf_counter() - t0, 1e-9)
         return stats
 
-    def _micro_step(self, sub: Experience, agg: dict[str, list[float]]) -> None:
+    def _micro_step(self, sub: Experience, agg: dict[str, list[float]]) -> float:
+        """Forward and backward of one micro-batch; returns its loss (policy + vf_coef * value)."""
         c = self.cfg
         with torch.enable_grad():
             logp, entropy = token_logprobs(self.policy, sub.batch, c.temperature)
@@ -184,6 +197,7 @@ class PPOTrainer:
                        ("policy/ratio", pg_stats["ratio"].item()), ("val/clipfrac", vf_stats["clipfrac"].item()),
                        ("policy/entropy", core.masked_mean(entropy.detach(), sub.mask).item())):
             agg.setdefault(k, []).append(val)
+        return float((pg + c.vf_coef * vf).detach())
 
     def train(self, progress: bool = True) -> list[dict]:
         from tqdm.auto import tqdm

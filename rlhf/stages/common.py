@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +42,8 @@ class StageContext:
     run_dir: Path
     run_name: str
     report_to: str
+    resume_info: dict | None = None  # set when an interrupted run is resumed under a changed config
+    train_info: dict = field(default_factory=dict)  # whole-run facts of `train()` for metrics.json
 
     def trainer_config(self, config_cls: type, **extra: Any):
         """The TRL config for this run: the `trainer:` node plus what the stage decides. The stage's
@@ -53,6 +55,7 @@ class StageContext:
             data_seed=int(self.cfg.seed),
             report_to=self.report_to,
             run_name=self.run_name,
+            logging_nan_inf_filter=False,  # a NaN loss is logged as NaN, not replaced by the running mean
         )
         if "max_length" in {f.name for f in dataclasses.fields(config_cls)}:
             fixed["max_length"] = int(self.cfg.model.max_length)
@@ -61,12 +64,15 @@ class StageContext:
         fixed.update(extra)
         return build_trainer_config(config_cls, self.cfg.trainer, **fixed)
 
-    def last_checkpoint(self) -> str | None:
-        """An interrupted run re-launched with the same run_dir resumes from its last checkpoint."""
-        from transformers.trainer_utils import get_last_checkpoint
+    def train(self, trainer):
+        """`trainer.train()`: resumed from the newest complete checkpoint of an interrupted run in this
+        run dir, under the non-finite guard; `train_loss` covers the whole run (rlhf.resume.train)."""
+        from .. import resume
 
-        ckpt_dir = self.run_dir / "checkpoints"
-        return get_last_checkpoint(str(ckpt_dir)) if ckpt_dir.is_dir() else None
+        out = resume.train(trainer, self.cfg, self.run_dir)
+        self.train_info = {k: out.metrics[k] for k in ("train_steps", "resumed_from_step", "nonfinite_skipped_steps")
+                           if k in out.metrics}
+        return out
 
 
 def before_training(trainer, evaluate) -> None:
@@ -93,13 +99,28 @@ def before_training(trainer, evaluate) -> None:
 
 
 def start(cfg: DictConfig, run_dir: Path) -> tuple[RunDir, StageContext]:
+    """The run dir, owned by this run (locked; a finished or live one refused), and the stage context.
+    An interrupted run there is resumed only under the config that started it (rlhf.resume)."""
+    from .. import resume
+
     rd = RunDir(run_dir)
+    rd.config_hash = config_hash(OmegaConf.to_container(cfg, resolve=True))
+    try:
+        resume_info = distributed.on_main(resume.check_relaunch, cfg, rd.path)
+    except UserError:
+        rd.release()
+        raise
     run_name = f"{cfg.experiment_name}/{cfg.stage.name}/{Path(run_dir).name}"
-    return rd, StageContext(cfg, rd.path, run_name, "none")
+    return rd, StageContext(cfg, rd.path, run_name, "none", resume_info=resume_info)
 
 
 def begin(ctx: StageContext) -> None:
-    """Called inside the RunDir context: write the resolved config (rank 0), set up reporting."""
+    """Called inside the RunDir context, before any model is built: seed every generator (score heads,
+    value heads, dropout and samplers are then the same in every run of this config), write the
+    resolved config (rank 0), set up reporting."""
+    from transformers import set_seed
+
+    set_seed(int(ctx.cfg.seed))
     if distributed.is_main():
         OmegaConf.save(ctx.cfg, ctx.run_dir / "config.yaml", resolve=True)
     ctx.report_to = setup_reporting(ctx.cfg.logger, ctx.run_dir, ctx.run_name)
@@ -188,6 +209,13 @@ def finish(ctx: StageContext, *, kind: str, model, tokenizer, metrics: dict[str,
         model_dir, adapter_dir = (save_model(model, tokenizer, ctx.run_dir, engine) if model is not None
                                   else (None, None))
     cfg = ctx.cfg
+    from ..guards import check_published
+
+    # Every tensor finite before anything is published (rank 0 reads what it saved; all ranks learn the verdict).
+    value_dir = (extra or {}).get("value_dir")
+    distributed.on_main(check_published, ctx.run_dir, [model_dir, adapter_dir, value_dir])
+    metrics = {**metrics, **ctx.train_info}
+    extra = {**(extra or {}), **({"resume": ctx.resume_info} if ctx.resume_info else {})}
     base = cfg.model.name_or_path
     if cfg.model.init_from:
         from ..artifacts import read_artifact

@@ -118,7 +118,7 @@ def run(cfg: DictConfig, run_dir: Path):
                  "the policy with its adapter disabled" if cfg.peft.method != "none" else source)
         trainer = trainer_cls(model=policy, reward_funcs=funcs, args=args, processing_class=tokenizer,
                               train_dataset=Dataset.from_dict({"prompt": prompts}))
-        out = trainer.train(resume_from_checkpoint=ctx.last_checkpoint())
+        out = ctx.train(trainer)
         logged = [h for h in trainer.state.log_history if "reward" in h]
         metrics: dict = {
             **common.row_metrics(splits, len(trainer.train_dataset), 0),

@@ -114,7 +114,7 @@ def run(cfg: DictConfig, run_dir: Path):
                          "reference_in_memory": trainer.ref_model is not None}
         if splits.eval:
             common.before_training(trainer, lambda: metrics.update(_dpo_eval(trainer, "eval_before")))
-        out = trainer.train(resume_from_checkpoint=ctx.last_checkpoint())
+        out = ctx.train(trainer)
         metrics["train_loss"] = out.training_loss
         metrics["train_runtime_s"] = out.metrics.get("train_runtime")
         if splits.eval:

@@ -58,7 +58,33 @@ def problems(cfg: DictConfig) -> list[str]:
         if ints["mini_batch_size"] % ints["gradient_accumulation_steps"]:
             out.append(f"trainer.mini_batch_size: {ints['mini_batch_size']} must be a multiple of "
                        f"trainer.gradient_accumulation_steps ({ints['gradient_accumulation_steps']})")
+    if st.get("value_from") == "reward" and st.get("reward_model"):
+        from ..errors import UserError
+
+        try:
+            out += _value_vocabulary_problems(cfg, None)
+        except UserError:
+            pass  # an artifact not there yet (a later pipeline step) or damaged: said when the stage loads it
     return out
+
+
+def _value_vocabulary_problems(cfg: DictConfig, tokenizer) -> list[str]:
+    """A value model made from the reward model reads the policy's token ids: the reward model must
+    use the same vocabulary (rlhf.integrity.same_vocabulary). Loads tokenizers only."""
+    from ..artifacts import read_artifact
+    from ..integrity import same_vocabulary
+    from ..models import artifact_tokenizer, load_tokenizer, resolve_source
+
+    art = read_artifact(cfg.stage.reward_model, expect_kinds=("reward",), what="stage.reward_model")
+    rm_tok = artifact_tokenizer(art, "stage.reward_model")
+    if tokenizer is None:
+        tokenizer = load_tokenizer(cfg.model, resolve_source(cfg.model, ("policy",))[0])
+    if same_vocabulary(tokenizer, rm_tok):
+        return []
+    return [f"stage.value_from=reward: the reward model {art.run_dir} has another vocabulary than the policy "
+            f"({len(rm_tok)} vs {len(tokenizer)} tokens; base {art.base_model}), so a value model made from it would "
+            "read the policy's token ids as other tokens. Set stage.value_from=policy (a value head on the policy), "
+            "or train the reward model from the policy's SFT model"]
 
 
 def _scorer(cfg: DictConfig, conversational: bool):
@@ -79,6 +105,7 @@ def run(cfg: DictConfig, run_dir: Path):
 
     from ..artifacts import read_artifact, write_json_atomic
     from ..errors import UserError
+    from ..guards import StepGuard
     from ..models import build_policy, build_value_model, count_parameters, save_model, stop_token_ids
     from ..ppo import PPOConfig, PPOTrainer, ValueModel, kl_trace_summary, last_checkpoint
 
@@ -87,6 +114,8 @@ def run(cfg: DictConfig, run_dir: Path):
     rd, ctx = common.start(cfg, run_dir)
     with rd:
         source, init_art, tokenizer, splits, prompts, prompt_ids = common.online_rl_inputs(cfg)
+        if st.value_from == "reward" and (wrong := _value_vocabulary_problems(cfg, tokenizer)):
+            raise UserError(wrong)
         scorer, rm_dir = _scorer(cfg, splits.conversational)
         if st.value_from == "reward":
             rm = read_artifact(rm_dir, expect_kinds=("reward",), what="stage.reward_model")
@@ -111,9 +140,10 @@ def run(cfg: DictConfig, run_dir: Path):
 
         log_fn = _logger(ctx) if distributed.is_main() else None
         ds = OmegaConf.to_container(cfg.deepspeed, resolve=True) if distributed.uses_deepspeed(cfg) else None
+        guard = StepGuard(cfg.nonfinite.policy, cfg.nonfinite.max_consecutive, lambda: ppo_cfg.learning_rate)
         trainer = PPOTrainer(ppo_cfg, policy, value, tokenizer, scorer, prompts, prompt_ids, reference=reference,
                              output_dir=ctx.run_dir, log_fn=log_fn, deepspeed_config=ds,
-                             stop_ids=stop_token_ids(tokenizer))
+                             stop_ids=stop_token_ids(tokenizer), guard=guard)
         ckpt = last_checkpoint(ctx.run_dir)
         if ckpt:
             log.info("resuming from %s", ckpt)
@@ -121,6 +151,7 @@ def run(cfg: DictConfig, run_dir: Path):
         torch.manual_seed(int(cfg.seed))
         history = trainer.train()
         first, last = history[0], history[-1]
+        ctx.train_info = {"nonfinite_skipped_steps": guard.skipped} if guard.skipped else {}
         metrics: dict = {
             **common.row_metrics(splits, len(prompts), 0),
             "prompts": len(prompts), "iterations": len(history), **count_parameters(policy),

@@ -86,7 +86,7 @@ def run(cfg: DictConfig, run_dir: Path):
 
         if evalset is not None:
             metrics["eval_before"] = evaluate(trainer.model)
-        out = trainer.train(resume_from_checkpoint=ctx.last_checkpoint())
+        out = ctx.train(trainer)
         metrics["train_loss"] = out.training_loss
         metrics["train_runtime_s"] = out.metrics.get("train_runtime")
         if evalset is not None:

@@ -94,15 +94,15 @@ def run(cfg: DictConfig, run_dir: Path):
                 metrics["eval_ppl_before"] = math.exp(before["eval_before_loss"])
 
             common.before_training(trainer, eval_before)
-        resume = ctx.last_checkpoint()
-        if resume:
-            log.info("resuming from %s", resume)
-        out = trainer.train(resume_from_checkpoint=resume)
+        out = ctx.train(trainer)  # resumes an interrupted run; train_loss covers the whole run
         metrics["train_loss"] = out.training_loss
-        metrics["train_runtime_s"] = out.metrics.get("train_runtime")
+        metrics["train_runtime_s"] = out.metrics.get("train_runtime")  # this session's (since a resume)
         n_tokens = [h["num_tokens"] for h in trainer.state.log_history if "num_tokens" in h]
-        if n_tokens and out.metrics.get("train_runtime"):
-            metrics["train_tokens_per_s"] = n_tokens[-1] / out.metrics["train_runtime"]
+        if n_tokens:
+            metrics["train_tokens"] = n_tokens[-1]  # the whole run's: the count is carried across a resume
+            if out.metrics.get("train_runtime"):
+                session = n_tokens[-1] - (out.metrics.get("num_tokens_at_resume") or 0)
+                metrics["train_tokens_per_s"] = session / out.metrics["train_runtime"]
         if splits.eval:
             after = trainer.evaluate()
             metrics["eval_loss"] = after["eval_loss"]
