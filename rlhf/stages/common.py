@@ -174,33 +174,44 @@ def distinct_prompts(rows, features) -> tuple[list, list[list[int]]]:
     return prompts, ids
 
 
+def save(ctx: StageContext, model, tokenizer, engine=None) -> tuple[str, str | None]:
+    """`rlhf.models.save_model` into the run dir; an adapter also keeps the resized embeddings when
+    the vocabulary outgrew its base (`outputs.grown_vocab`). Every rank calls it."""
+    from ..models import save_model
+    from .outputs import grown_vocab, lineage
+
+    grown = hasattr(model, "peft_config") and grown_vocab(ctx.cfg, lineage(ctx.cfg, ctx.run_dir)[1], tokenizer)
+    return save_model(model, tokenizer, ctx.run_dir, engine, embeddings=True if grown else "auto")
+
+
 def finish(ctx: StageContext, *, kind: str, model, tokenizer, metrics: dict[str, Any],
            extra: dict[str, Any] | None = None, saved: tuple[str | None, str | None] | None = None,
            engine=None) -> Artifact:
     """Save the model (if any, and not `saved` already), then the manifest (last, atomically), then
     close the W&B run. Every rank calls it (saving a ZeRO-3 model is collective); rank 0 writes, and
     the others wait for the manifest, so the next stage of a pipeline finds it on every rank."""
-    from ..models import save_model
+    from . import outputs
 
     if saved is not None:
         model_dir, adapter_dir = saved
     else:
-        model_dir, adapter_dir = (save_model(model, tokenizer, ctx.run_dir, engine) if model is not None
-                                  else (None, None))
+        model_dir, adapter_dir = save(ctx, model, tokenizer, engine) if model is not None else (None, None)
     cfg = ctx.cfg
     base = cfg.model.name_or_path
     if cfg.model.init_from:
         from ..artifacts import read_artifact
 
         base = read_artifact(cfg.model.init_from).base_model
+    runs, start = outputs.lineage(cfg, ctx.run_dir)
     art = Artifact(
         stage=cfg.stage.name, kind=kind, model_dir=model_dir, adapter_dir=adapter_dir,
-        base_model=str(base), tokenizer_dir=model_dir,
+        base_model=str(base), tokenizer_dir=model_dir, adapter_base=start if adapter_dir else None, lineage=runs,
         config_hash=config_hash(OmegaConf.to_container(cfg, resolve=True)),
         metrics={k: v for k, v in metrics.items() if isinstance(v, int | float | str | bool | dict | list | None)},
-        extra=dict(extra or {}),
+        extra=dict(extra or {}), run_dir=str(ctx.run_dir),
     )
     if distributed.is_main():
+        outputs.export(cfg, art, tokenizer, outputs.grown_vocab(cfg, start, tokenizer) if adapter_dir else None)
         write_artifact(ctx.run_dir, art)
         # Checkpoints exist to resume an interrupted run; the finished model is in model/.
         shutil.rmtree(ctx.run_dir / "checkpoints", ignore_errors=True)
@@ -227,9 +238,7 @@ def finish_policy(ctx: StageContext, evaluator: PolicyEvaluator | None, model, t
                 reference = load_reference(cfg, source, tokenizer)
             metrics["policy_eval"] = evaluator.run(ctx, model, reference)
         return finish(ctx, kind="policy", model=model, tokenizer=tokenizer, metrics=metrics, extra=extra)
-    from ..models import save_model
-
-    saved = save_model(model, tokenizer, ctx.run_dir, engine)
+    saved = save(ctx, model, tokenizer, engine)
     distributed.barrier()
     if evaluator is not None:
         metrics["policy_eval"] = distributed.on_main(_evaluate_saved, ctx, evaluator, saved[0], source)
