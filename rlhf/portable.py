@@ -32,8 +32,9 @@ REWARD_CALL = 'tokenizer(prompt, response, truncation="only_first", return_tenso
 
 def export_reward_model(model_dir: Path, tokenizer, max_length: int, name: str) -> None:
     """Rewrite the tokenizer and config files of the reward model saved in `model_dir` (see module doc)."""
-    from rlhf.data.encode import CHAT_FRAME_KEY, RewardEncoder
     from tokenizers import Tokenizer, processors
+
+    from rlhf.data.encode import CHAT_FRAME_KEY, RewardEncoder
 
     model_dir = Path(model_dir)
     enc = RewardEncoder(tokenizer, max_length)
