@@ -14,7 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 from .. import distributed
 from ..artifacts import Artifact, RunDir, config_hash, write_artifact
 from ..errors import UserError
-from ..tracking import finish_run, setup_reporting
+from ..tracking import Tracker, finish_run, history_callback, setup_reporting
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +42,7 @@ class StageContext:
     run_dir: Path
     run_name: str
     report_to: str
+    tracker: Tracker | None = None
 
     def trainer_config(self, config_cls: type, **extra: Any):
         """The TRL config for this run: the `trainer:` node plus what the stage decides. The stage's
@@ -99,10 +100,18 @@ def start(cfg: DictConfig, run_dir: Path) -> tuple[RunDir, StageContext]:
 
 
 def begin(ctx: StageContext) -> None:
-    """Called inside the RunDir context: write the resolved config (rank 0), set up reporting."""
+    """Called inside the RunDir context: write the resolved config (rank 0), set up reporting (the W&B
+    run opens with the whole composed config, its job_type the stage; `rlhf.tracking`)."""
     if distributed.is_main():
         OmegaConf.save(ctx.cfg, ctx.run_dir / "config.yaml", resolve=True)
-    ctx.report_to = setup_reporting(ctx.cfg.logger, ctx.run_dir, ctx.run_name)
+    ctx.report_to = setup_reporting(ctx.cfg.logger, ctx.run_dir, ctx.run_name, job_type=str(ctx.cfg.stage.name))
+    ctx.tracker = Tracker(ctx.run_dir, ctx.report_to, active=distributed.is_main())
+    ctx.tracker.start(OmegaConf.to_container(ctx.cfg, resolve=True))
+
+
+def track(ctx: StageContext, trainer) -> None:
+    """Keep a TRL trainer's logged steps in the run dir's history.jsonl, whatever the logger."""
+    trainer.add_callback(history_callback(ctx.tracker))
 
 
 def data_config(node):
@@ -215,6 +224,8 @@ def finish(ctx: StageContext, *, kind: str, model, tokenizer, metrics: dict[str,
         write_artifact(ctx.run_dir, art)
         # Checkpoints exist to resume an interrupted run; the finished model is in model/.
         shutil.rmtree(ctx.run_dir / "checkpoints", ignore_errors=True)
+        if ctx.tracker is not None:
+            ctx.tracker.close()
         finish_run(metrics)
         log.info("artifact: %s", ctx.run_dir)
     art.run_dir = str(ctx.run_dir)
@@ -299,14 +310,15 @@ class PolicyEvaluator:
     def run(self, ctx: StageContext, policy, reference) -> dict:
         """Evaluate, write eval.json into the run dir, log to W&B, print the table."""
         from ..artifacts import write_json_atomic
-        from ..evaluation import evaluate_policy, format_eval, log_eval_to_wandb
+        from ..evaluation import evaluate_policy, format_eval
         from ..models import stop_token_ids
 
         result = evaluate_policy(policy, self.tokenizer, self.prompts, self.prompt_ids, self.gen,
                                  stop_ids=stop_token_ids(self.tokenizer), reference=reference, judge=self.judge,
                                  reward=self.reward, n_show=self.n_show)
         write_json_atomic(ctx.run_dir / "eval.json", result)
-        log_eval_to_wandb(result)
+        if ctx.tracker is not None:
+            ctx.tracker.log_eval(result, "eval", ctx.tracker.last_step, summary=True)
         print(format_eval(result), flush=True)
         return {k: v for k, v in result.items() if k not in ("samples", "generation", "per_sample")}
 
