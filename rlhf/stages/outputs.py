@@ -47,7 +47,7 @@ def export(cfg: DictConfig, art: Artifact, tokenizer, base_vocab: int | None) ->
     from ..cards import write_card
 
     run_dir = Path(art.run_dir)
-    usage = {"link": "", "name": "", "resize": ""}
+    usage: dict = {}
     if art.kind == "reward" and art.model_dir:
         name = portable.reward_name(str(cfg.experiment_name), run_dir)
         portable.export_reward_model(run_dir / art.model_dir, tokenizer, int(art.extra["max_length"]), name)
@@ -58,8 +58,7 @@ def export(cfg: DictConfig, art: Artifact, tokenizer, base_vocab: int | None) ->
         art.extra["adapter_config_base"] = portable.export_adapter(run_dir / art.adapter_dir, art.adapter_base)
         if base_vocab is not None:
             art.extra.update(vocab_size=len(tokenizer), base_vocab_size=base_vocab)
-            usage["resize"] = (f"model.resize_token_embeddings(len(tokenizer))  # {len(tokenizer)} tokens: the "
-                               f"chat template grew the base's {base_vocab}; the adapter holds the new rows\n")
+            usage.update(vocab_size=len(tokenizer), base_vocab_size=base_vocab)
         write_card(run_dir / art.adapter_dir, "adapter", art, base_model=art.base_model, usage=usage)
     if art.model_dir and art.model_dir != art.adapter_dir:
         write_card(run_dir / art.model_dir, art.kind, art, base_model=art.base_model, usage=usage)
