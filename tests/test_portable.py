@@ -11,6 +11,7 @@ import torch
 
 from rlhf.runner import run_stage as run
 
+pytestmark = pytest.mark.slow  # every test here trains a stage or two (still run in CI)
 QUIET = ["logger=none", "debug=smoke", "trainer.eval_strategy=no", "trainer.save_strategy=no"]
 
 
@@ -85,7 +86,6 @@ def test_llama_reward_model_scores_the_same_with_one_plain_line(rm_llama, assets
     assert config["problem_type"] == "regression" and config["num_labels"] == 1 if "num_labels" in config else True
 
 
-@pytest.mark.slow
 def test_bert_reward_model_scores_the_same_and_survives_a_long_input(rm_bert, assets):
     pairs = _hh_pairs(assets, 200, max_chars=400)
     pairs = sorted(pairs, key=lambda pr: -len(pr[0]))[:6]  # the longest dialogues: far past 512 tokens

@@ -12,6 +12,7 @@ import pytest
 from rlhf.errors import UserError
 from rlhf.runner import run_stage as run
 
+pytestmark = pytest.mark.slow  # every test here trains a stage or two (still run in CI)
 EVAL = ["evaluation.every_steps=2", "evaluation.curve_prompts=2", "evaluation.max_prompts=3",
         "evaluation.generation.max_new_tokens=8", "evaluation.judge=vader"]
 
@@ -107,9 +108,11 @@ def test_ppo_writes_tensorboard_events_and_curves(base, compose, tmp_path):
         assert name in acc.Tags()["scalars"], name
     assert [e.step for e in acc.Scalars("objective/kl")] == [1, 2]
     assert "total_iterations: 2" in _tb_text(acc, "config")
+    from huggingface_hub import ModelCard
+
+    assert ModelCard.load(d / "value/README.md").data.tags == ["rlhf", "ppo", "value"]  # the critic has a card too
 
 
-@pytest.mark.slow
 def test_grpo_wandb_run_has_the_whole_config_its_stage_and_curves(base, cli, tmp_path):
     d = tmp_path / "grpo"
     res = cli("stage=grpo", "logger=wandb", "debug=smoke", f"model.init_from={base / 'sft'}",
