@@ -34,6 +34,9 @@ from .rows import Problem
 
 Row = dict[str, Any]
 LOSS_ON = ("assistant", "completion", "all")
+# tokenizer_config.json key of a saved reward model: the frame of a conversation, which its exported
+# post-processor (the plain-text reward frame, `rlhf.portable`) no longer tells apart.
+CHAT_FRAME_KEY = "rlhf_chat_frame"
 
 
 @dataclass
@@ -266,7 +269,9 @@ class RewardEncoder(Encoder):
     def __init__(self, tokenizer: Any, max_length: int):
         super().__init__(tokenizer, max_length)
         self.frame = SequenceFrame.of(tokenizer)
-        self.chat_frame = SequenceFrame.of(tokenizer, add_bos=False, add_eos=False)
+        own = (getattr(tokenizer, "init_kwargs", None) or {}).get(CHAT_FRAME_KEY)  # a reward artifact's (rlhf.portable)
+        self.chat_frame = (SequenceFrame(list(own["prefix"]), list(own["suffix"])) if own
+                           else SequenceFrame.of(tokenizer, add_bos=False, add_eos=False))
         if self.frame.budget(max_length) < 1:
             raise UserError(f"model.max_length: {max_length} leaves no room for text after the tokenizer's "
                             f"{len(self.frame.prefix) + len(self.frame.suffix)} special tokens")

@@ -4,9 +4,11 @@ Layout of a finished run directory::
 
     config.yaml      the resolved config of the run
     status.json      running | failed (with the error) | finished
-    model/           the model in Hugging Face format (safetensors) + tokenizer
-    adapter/         the PEFT adapter, when trained with LoRA/QLoRA
+    model/           the model in Hugging Face format (safetensors) + tokenizer + README.md (model card)
+    adapter/         the PEFT adapter, when trained with LoRA/QLoRA (+ its model card)
+    rm-<name>        a reward model only: a link to model/ that names it in TRL (`rlhf.portable`)
     metrics.json     the stage's final metrics
+    history.jsonl    one JSON object per logged step (`rlhf.tracking`), whatever the logger
     artifact.json    the manifest, written last and atomically: its presence means "finished"
 
 A crash leaves no artifact.json, so a half-written directory never looks finished, and
@@ -39,9 +41,14 @@ class Artifact:
     stage: str
     kind: str  # policy | reward | data (generated preference data) | eval (an evaluation only)
     model_dir: str | None  # relative to the run dir; None for data/eval artifacts
-    base_model: str
+    base_model: str  # the pretrained model at the root of the lineage
     tokenizer_dir: str | None
     adapter_dir: str | None = None
+    # the model the adapter applies to: the weights this run started from (the init_from artifact's
+    # model dir, or base_model); None without an adapter
+    adapter_base: str | None = None
+    # the runs that made this model, oldest first, this one last: [{"stage", "run_dir", "data"}]
+    lineage: list[dict[str, Any]] = field(default_factory=list)
     config_hash: str = ""
     code_version: str = ""
     metrics: dict[str, Any] = field(default_factory=dict)

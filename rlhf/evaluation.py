@@ -128,22 +128,3 @@ def format_eval(result: dict, title: str = "policy vs reference") -> str:
     per_token = f" ({result['kl_per_token']:.3f} per token)" if "kl_per_token" in result else ""
     lines.append(f"  KL(policy || reference) = {result['kl']:.2f} nats per sequence{per_token}")
     return "\n".join(lines)
-
-
-def log_eval_to_wandb(result: dict, prefix: str = "eval") -> None:
-    """Scalars and the samples table into the active W&B run, if any."""
-    try:
-        import wandb
-    except ImportError:
-        return
-    if wandb.run is None:
-        return
-    scalars = {f"{prefix}/{k}": v for k, v in result.items() if isinstance(v, int | float)}
-    samples = result.get("samples") or []
-    if samples:
-        cols = list(samples[0])
-        scalars[f"{prefix}/samples"] = wandb.Table(columns=cols, data=[[r[c] for c in cols] for r in samples])
-    wandb.log(scalars)
-    for k, v in scalars.items():
-        if not isinstance(v, wandb.Table):
-            wandb.run.summary[k] = v

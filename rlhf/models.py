@@ -315,8 +315,11 @@ def count_parameters(model) -> dict[str, int]:
     total = sum(numel(p) for p in model.parameters())
     trainable = sum(numel(p) for p in model.parameters() if p.requires_grad)
     return {"params_total": total, "params_trainable": trainable}
-def save_model(model, tokenizer, run_dir: Path, engine=None, subdir: str = "model") -> tuple[str, str | None]:
-    """Save in Hugging Face format (safetensors). A PEFT model saves its adapter and a merged copy.
+def save_model(model, tokenizer, run_dir: Path, engine=None, subdir: str = "model",
+               embeddings: bool | str = "auto") -> tuple[str, str | None]:
+    """Save in Hugging Face format (safetensors). A PEFT model saves its active adapter (not the
+    "ref" copy TRL may add) and a merged copy; `embeddings`: peft's `save_embedding_layers` (True when
+    the vocabulary grew, so base + adapter loads after a resize).
 
     Every rank calls it; rank 0 writes. Under ZeRO-3 the shards are first gathered into one full
     state dict on rank 0 (`rlhf.distributed.gathered_state_dict`), so the result is the same
@@ -336,12 +339,13 @@ def save_model(model, tokenizer, run_dir: Path, engine=None, subdir: str = "mode
             engine.empty_partition_cache()  # no parameter left in flight from the last forward pass
         state = gathered_state_dict(model)  # collective: every rank gathers, rank 0 keeps
         if is_main():
-            _save_from_state_dict(model, state, tokenizer, run_dir, subdir)
+            _save_from_state_dict(model, state, tokenizer, run_dir, subdir, embeddings)
         return subdir, adapter_dir
     if not is_main():
         return ("adapter" if four_bit else subdir), adapter_dir
     if peft:
-        model.save_pretrained(run_dir / "adapter", safe_serialization=True)
+        model.save_pretrained(run_dir / "adapter", safe_serialization=True, selected_adapters=[model.active_adapter],
+                              save_embedding_layers=embeddings)
         tokenizer.save_pretrained(run_dir / "adapter")
         if four_bit:
             return "adapter", adapter_dir  # a 4-bit base is not merged; load base + adapter
@@ -351,7 +355,8 @@ def save_model(model, tokenizer, run_dir: Path, engine=None, subdir: str = "mode
     return subdir, adapter_dir
 
 
-def _save_from_state_dict(model, state: dict, tokenizer, run_dir: Path, subdir: str = "model") -> None:
+def _save_from_state_dict(model, state: dict, tokenizer, run_dir: Path, subdir: str = "model",
+                          embeddings: bool | str = "auto") -> None:
     """Rank 0, ZeRO-3: write a gathered state dict through an unpartitioned copy of the model, built
     on the meta device (no memory, no init) and given the gathered tensors; LoRA is merged there."""
     import copy
@@ -376,7 +381,8 @@ def _save_from_state_dict(model, state: dict, tokenizer, run_dir: Path, subdir: 
     if getattr(base, "generation_config", None) is not None and getattr(clone, "generation_config", None) is not None:
         clone.generation_config = copy.deepcopy(base.generation_config)
     if peft:
-        clone.save_pretrained(run_dir / "adapter", safe_serialization=True)
+        clone.save_pretrained(run_dir / "adapter", safe_serialization=True, selected_adapters=[model.active_adapter],
+                              save_embedding_layers=embeddings)
         tokenizer.save_pretrained(run_dir / "adapter")
         clone = clone.merge_and_unload()
     clone.save_pretrained(run_dir / subdir, safe_serialization=True)

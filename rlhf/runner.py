@@ -20,4 +20,10 @@ def run_stage(cfg: DictConfig, run_dir: str | Path | None = None):
         from .stages import check
 
         return check.run(cfg)
-    return stage_module(cfg.stage.name).run(cfg, Path(run_dir or cfg.run_dir))
+    try:
+        return stage_module(cfg.stage.name).run(cfg, Path(run_dir or cfg.run_dir))
+    except BaseException:
+        from .tracking import abort_run
+
+        abort_run()  # a W&B run left open would swallow the next stage's logging in this process
+        raise

@@ -35,7 +35,8 @@ class PPOTrainer:
     def __init__(self, config: PPOConfig, policy, value: ValueModel, tokenizer, scorer: Scorer,
                  prompts: Sequence, prompt_ids: Sequence[Sequence[int]] | None = None, reference=None,
                  output_dir: Path | None = None, log_fn: Callable[[dict, int], None] | None = None,
-                 deepspeed_config: dict | None = None, stop_ids: Sequence[int] | None = None, guard=None):
+                 deepspeed_config: dict | None = None, stop_ids: Sequence[int] | None = None, guard=None,
+                 on_iteration: Callable[[int], object] | None = None):
         from trl.trainer.utils import disable_dropout_in_model
 
         self.cfg, self.policy, self.value, self.tokenizer = config, policy, value, tokenizer
@@ -45,7 +46,7 @@ class PPOTrainer:
             tokenizer(p).input_ids for p in self.prompts]
         self.stop_ids = list(stop_ids) if stop_ids is not None else [tokenizer.eos_token_id]
         self.output_dir = Path(output_dir) if output_dir else None
-        self.log_fn = log_fn
+        self.log_fn, self.on_iteration = log_fn, on_iteration  # on_iteration(i): rank 0, after iteration i
         self.rank, self.world_size = parallel.world()
         for m in (policy, value):
             disable_dropout_in_model(m)
@@ -214,6 +215,8 @@ class PPOTrainer:
             self.history.append(stats)
             if self.log_fn and self.rank == 0 and self.iteration % c.logging_every == 0:
                 self.log_fn(stats, self.iteration)
+            if self.on_iteration is not None and self.rank == 0:
+                self.on_iteration(self.iteration)
             bar.set_postfix(score=f"{stats['objective/scores']:.3f}", kl=f"{stats['objective/kl']:.2f}",
                             beta=f"{stats['kl_coef']:.3f}")
             bar.update(1)

@@ -14,7 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 from .. import distributed
 from ..artifacts import Artifact, RunDir, config_hash, write_artifact
 from ..errors import UserError
-from ..tracking import finish_run, setup_reporting
+from ..tracking import Tracker, finish_run, history_callback, setup_reporting
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +44,7 @@ class StageContext:
     report_to: str
     resume_info: dict | None = None  # set when an interrupted run is resumed under a changed config
     train_info: dict = field(default_factory=dict)  # whole-run facts of `train()` for metrics.json
+    tracker: Tracker | None = None
 
     def trainer_config(self, config_cls: type, **extra: Any):
         """The TRL config for this run: the `trainer:` node plus what the stage decides. The stage's
@@ -117,13 +118,21 @@ def start(cfg: DictConfig, run_dir: Path) -> tuple[RunDir, StageContext]:
 def begin(ctx: StageContext) -> None:
     """Called inside the RunDir context, before any model is built: seed every generator (score heads,
     value heads, dropout and samplers are then the same in every run of this config), write the
-    resolved config (rank 0), set up reporting."""
+    resolved config (rank 0), set up reporting (the W&B run opens with the whole composed config, its
+    job_type the stage; `rlhf.tracking`)."""
     from transformers import set_seed
 
     set_seed(int(ctx.cfg.seed))
     if distributed.is_main():
         OmegaConf.save(ctx.cfg, ctx.run_dir / "config.yaml", resolve=True)
-    ctx.report_to = setup_reporting(ctx.cfg.logger, ctx.run_dir, ctx.run_name)
+    ctx.report_to = setup_reporting(ctx.cfg.logger, ctx.run_dir, ctx.run_name, job_type=str(ctx.cfg.stage.name))
+    ctx.tracker = Tracker(ctx.run_dir, ctx.report_to, active=distributed.is_main())
+    ctx.tracker.start(OmegaConf.to_container(ctx.cfg, resolve=True))
+
+
+def track(ctx: StageContext, trainer) -> None:
+    """Keep a TRL trainer's logged steps in the run dir's history.jsonl, whatever the logger."""
+    trainer.add_callback(history_callback(ctx.tracker))
 
 
 def data_config(node):
@@ -195,19 +204,28 @@ def distinct_prompts(rows, features) -> tuple[list, list[list[int]]]:
     return prompts, ids
 
 
+def save(ctx: StageContext, model, tokenizer, engine=None) -> tuple[str, str | None]:
+    """`rlhf.models.save_model` into the run dir; an adapter also keeps the resized embeddings when
+    the vocabulary outgrew its base (`outputs.grown_vocab`). Every rank calls it."""
+    from ..models import save_model
+    from .outputs import grown_vocab, lineage
+
+    grown = hasattr(model, "peft_config") and grown_vocab(ctx.cfg, lineage(ctx.cfg, ctx.run_dir)[1], tokenizer)
+    return save_model(model, tokenizer, ctx.run_dir, engine, embeddings=True if grown else "auto")
+
+
 def finish(ctx: StageContext, *, kind: str, model, tokenizer, metrics: dict[str, Any],
            extra: dict[str, Any] | None = None, saved: tuple[str | None, str | None] | None = None,
            engine=None) -> Artifact:
     """Save the model (if any, and not `saved` already), then the manifest (last, atomically), then
     close the W&B run. Every rank calls it (saving a ZeRO-3 model is collective); rank 0 writes, and
     the others wait for the manifest, so the next stage of a pipeline finds it on every rank."""
-    from ..models import save_model
+    from . import outputs
 
     if saved is not None:
         model_dir, adapter_dir = saved
     else:
-        model_dir, adapter_dir = (save_model(model, tokenizer, ctx.run_dir, engine) if model is not None
-                                  else (None, None))
+        model_dir, adapter_dir = save(ctx, model, tokenizer, engine) if model is not None else (None, None)
     cfg = ctx.cfg
     from ..guards import check_published
 
@@ -221,17 +239,21 @@ def finish(ctx: StageContext, *, kind: str, model, tokenizer, metrics: dict[str,
         from ..artifacts import read_artifact
 
         base = read_artifact(cfg.model.init_from).base_model
+    runs, start = outputs.lineage(cfg, ctx.run_dir)
     art = Artifact(
         stage=cfg.stage.name, kind=kind, model_dir=model_dir, adapter_dir=adapter_dir,
-        base_model=str(base), tokenizer_dir=model_dir,
+        base_model=str(base), tokenizer_dir=model_dir, adapter_base=start if adapter_dir else None, lineage=runs,
         config_hash=config_hash(OmegaConf.to_container(cfg, resolve=True)),
         metrics={k: v for k, v in metrics.items() if isinstance(v, int | float | str | bool | dict | list | None)},
-        extra=dict(extra or {}),
+        extra=dict(extra or {}), run_dir=str(ctx.run_dir),
     )
     if distributed.is_main():
+        outputs.export(cfg, art, tokenizer, outputs.grown_vocab(cfg, start, tokenizer) if adapter_dir else None)
         write_artifact(ctx.run_dir, art)
         # Checkpoints exist to resume an interrupted run; the finished model is in model/.
         shutil.rmtree(ctx.run_dir / "checkpoints", ignore_errors=True)
+        if ctx.tracker is not None:
+            ctx.tracker.close()
         finish_run(metrics)
         log.info("artifact: %s", ctx.run_dir)
     art.run_dir = str(ctx.run_dir)
@@ -255,9 +277,7 @@ def finish_policy(ctx: StageContext, evaluator: PolicyEvaluator | None, model, t
                 reference = load_reference(cfg, source, tokenizer)
             metrics["policy_eval"] = evaluator.run(ctx, model, reference)
         return finish(ctx, kind="policy", model=model, tokenizer=tokenizer, metrics=metrics, extra=extra)
-    from ..models import save_model
-
-    saved = save_model(model, tokenizer, ctx.run_dir, engine)
+    saved = save(ctx, model, tokenizer, engine)
     distributed.barrier()
     if evaluator is not None:
         metrics["policy_eval"] = distributed.on_main(_evaluate_saved, ctx, evaluator, saved[0], source)
@@ -319,14 +339,15 @@ class PolicyEvaluator:
     def run(self, ctx: StageContext, policy, reference) -> dict:
         """Evaluate, write eval.json into the run dir, log to W&B, print the table."""
         from ..artifacts import write_json_atomic
-        from ..evaluation import evaluate_policy, format_eval, log_eval_to_wandb
+        from ..evaluation import evaluate_policy, format_eval
         from ..models import stop_token_ids
 
         result = evaluate_policy(policy, self.tokenizer, self.prompts, self.prompt_ids, self.gen,
                                  stop_ids=stop_token_ids(self.tokenizer), reference=reference, judge=self.judge,
                                  reward=self.reward, n_show=self.n_show)
         write_json_atomic(ctx.run_dir / "eval.json", result)
-        log_eval_to_wandb(result)
+        if ctx.tracker is not None:
+            ctx.tracker.log_eval(result, "eval", ctx.tracker.last_step, summary=True)
         print(format_eval(result), flush=True)
         return {k: v for k, v in result.items() if k not in ("samples", "generation", "per_sample")}
 

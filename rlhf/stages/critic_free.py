@@ -15,6 +15,7 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from . import common
+from .curves import Curves, attach
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +103,13 @@ def run(cfg: DictConfig, run_dir: Path):
         source, init_art, tokenizer, splits, prompts, _ = common.online_rl_inputs(cfg)
         funcs, reward_names = reward_functions(cfg, splits.conversational)
         evaluator = common.PolicyEvaluator.from_config(cfg, tokenizer, splits)
+
+        def reference():  # during training: TRL's (beta > 0), None under LoRA (the adapter disabled), else loaded
+            if trainer.ref_model is not None or cfg.peft.method != "none":
+                return trainer.ref_model
+            return common.load_reference(cfg, source, tokenizer)
+
+        curves = Curves.from_config(ctx, evaluator, reference)
         common.begin(ctx)
 
         # Held-out evaluation is ours (rlhf.evaluation), so TRL's generation-heavy eval loop stays off.
@@ -118,6 +126,7 @@ def run(cfg: DictConfig, run_dir: Path):
                  "the policy with its adapter disabled" if cfg.peft.method != "none" else source)
         trainer = trainer_cls(model=policy, reward_funcs=funcs, args=args, processing_class=tokenizer,
                               train_dataset=Dataset.from_dict({"prompt": prompts}))
+        attach(ctx, trainer, curves)
         out = ctx.train(trainer)
         logged = [h for h in trainer.state.log_history if "reward" in h]
         metrics: dict = {
@@ -128,9 +137,11 @@ def run(cfg: DictConfig, run_dir: Path):
             "reward_first": logged[0]["reward"] if logged else None,
             "reward_last": logged[-1]["reward"] if logged else None,
             "kl_last": logged[-1].get("kl") if logged else None,
+            **({"policy_eval_curve": curves.points} if curves is not None else {}),
         }
         if logged:
             log.info("%s: mean reward %.3f -> %.3f over %d logged steps", name.upper(), metrics["reward_first"],
                      metrics["reward_last"], len(logged))
         return common.finish_policy(ctx, evaluator, trainer.model, tokenizer, metrics, source=source,
+                                    reference=curves.reference_model if curves is not None else None,
                                     engine=trainer.deepspeed, extra={"reference_dir": init_art.run_dir if init_art else source})

@@ -16,6 +16,7 @@ from omegaconf import DictConfig
 
 from .. import distributed
 from . import common
+from .curves import Curves, attach
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +93,8 @@ def run(cfg: DictConfig, run_dir: Path):
         tokenizer = load_tokenizer(cfg.model, source)
         splits = common.load_data(cfg, encoder(cfg, tokenizer))
         evaluator = common.PolicyEvaluator.from_config(cfg, tokenizer, splits)  # fails early on a bad judge / RM
+        # the reference during training: TRL's (None under LoRA: the policy with its adapter disabled)
+        curves = Curves.from_config(ctx, evaluator, lambda: trainer.ref_model)
         common.begin(ctx)
 
         args = ctx.trainer_config(DPOConfig, truncation_mode="keep_start",
@@ -108,6 +111,7 @@ def run(cfg: DictConfig, run_dir: Path):
             train_dataset=Dataset.from_list(splits.train_features),
             eval_dataset=Dataset.from_list(splits.eval_features) if splits.eval else None,
         )
+        attach(ctx, trainer, curves)
         metrics: dict = {**common.row_metrics(splits, len(trainer.train_dataset),
                                               len(trainer.eval_dataset) if splits.eval else 0),
                          "loss_type": list(args.loss_type), "beta": args.beta, **count_parameters(model),
@@ -117,6 +121,8 @@ def run(cfg: DictConfig, run_dir: Path):
         out = ctx.train(trainer)
         metrics["train_loss"] = out.training_loss
         metrics["train_runtime_s"] = out.metrics.get("train_runtime")
+        if curves is not None:
+            metrics["policy_eval_curve"] = curves.points
         if splits.eval:
             metrics.update(_dpo_eval(trainer, "eval"))
             log.info("DPO held-out margin %.3f -> %.3f, accuracy %.3f -> %.3f",

@@ -17,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from .. import distributed
 from . import common
+from .curves import Curves
 
 log = logging.getLogger(__name__)
 
@@ -123,6 +124,7 @@ def run(cfg: DictConfig, run_dir: Path):
         else:
             value_src = source
         evaluator = common.PolicyEvaluator.from_config(cfg, tokenizer, splits)
+        curves = Curves.from_config(ctx, evaluator, lambda: trainer.ref_model)  # None under LoRA: adapter disabled
         common.begin(ctx)
 
         torch.manual_seed(int(cfg.seed))  # the value head of a policy-initialised critic is new
@@ -138,12 +140,13 @@ def run(cfg: DictConfig, run_dir: Path):
         log.info("policy %s: %s; reference: %s; value model from %s; reward: %s", source, count_parameters(policy),
                  "adapter disabled" if lora else "frozen copy of the SFT model", value_src, st.reward_model or st.judge)
 
-        log_fn = _logger(ctx) if distributed.is_main() else None
+        log_fn = ctx.tracker.log if distributed.is_main() else None  # history.jsonl, TensorBoard, W&B: one name
         ds = OmegaConf.to_container(cfg.deepspeed, resolve=True) if distributed.uses_deepspeed(cfg) else None
         guard = StepGuard(cfg.nonfinite.policy, cfg.nonfinite.max_consecutive, lambda: ppo_cfg.learning_rate)
         trainer = PPOTrainer(ppo_cfg, policy, value, tokenizer, scorer, prompts, prompt_ids, reference=reference,
                              output_dir=ctx.run_dir, log_fn=log_fn, deepspeed_config=ds,
-                             stop_ids=stop_token_ids(tokenizer), guard=guard)
+                             stop_ids=stop_token_ids(tokenizer), guard=guard,
+                             on_iteration=(lambda i: curves.maybe(i, trainer.policy)) if curves is not None else None)
         ckpt = last_checkpoint(ctx.run_dir)
         if ckpt:
             log.info("resuming from %s", ckpt)
@@ -162,6 +165,7 @@ def run(cfg: DictConfig, run_dir: Path):
             "rollout_tokens_per_s": sum(h["tokens_per_s/rollout"] for h in history) / len(history),
             "train_tokens_per_s": sum(h["tokens_per_s/train"] for h in history) / len(history),
             **kl_trace_summary(history, ppo_cfg.kl_target if ppo_cfg.kl_control == "adaptive" else None),
+            **({"policy_eval_curve": curves.points} if curves is not None else {}),
         }
         if distributed.is_main():
             write_json_atomic(ctx.run_dir / "ppo_history.json", history)
@@ -173,18 +177,3 @@ def run(cfg: DictConfig, run_dir: Path):
                                     extra={"reference_dir": init_art.run_dir if init_art else source,
                                            "value_dir": "value"})
 
-
-def _logger(ctx):
-    """Per-iteration metrics to W&B (if a run is configured) under the usual names."""
-    if ctx.report_to != "wandb":
-        return None
-    import wandb
-
-    if wandb.run is None:
-        wandb.init(name=ctx.run_name, group=ctx.cfg.logger.group, config=OmegaConf.to_container(ctx.cfg, resolve=True),
-                   dir=str(ctx.run_dir))
-
-    def log_fn(stats: dict, step: int) -> None:
-        wandb.log(stats, step=step)
-
-    return log_fn

@@ -70,6 +70,7 @@ def run(cfg: DictConfig, run_dir: Path):
         trainer_cls = RewardTrainer if loss == "pairwise" else KWiseRewardTrainer
         trainer = trainer_cls(model=model, args=args, processing_class=tokenizer,
                               train_dataset=train, eval_dataset=evalset)
+        common.track(ctx, trainer)
 
         metrics: dict = {"loss": loss, **common.row_metrics(splits, len(trainer.train_dataset),
                                                             len(trainer.eval_dataset) if evalset is not None else 0),

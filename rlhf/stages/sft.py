@@ -84,6 +84,7 @@ def run(cfg: DictConfig, run_dir: Path):
             train_dataset=Dataset.from_list(splits.train_features),
             eval_dataset=Dataset.from_list(splits.eval_features) if splits.eval else None,
         )
+        common.track(ctx, trainer)
         metrics: dict = {**common.row_metrics(splits, len(trainer.train_dataset),
                                               len(trainer.eval_dataset) if splits.eval else 0),
                          "loss_on": st.loss_on, **count_parameters(model)}
