@@ -81,7 +81,6 @@ def _pretokenized(trainer_cls):
 
 
 def run(cfg: DictConfig, run_dir: Path):
-    from datasets import Dataset
     from trl import DPOConfig, DPOTrainer
 
     from ..models import build_policy, count_parameters, load_tokenizer, resolve_source
@@ -101,8 +100,8 @@ def run(cfg: DictConfig, run_dir: Path):
                  "the policy with its LoRA adapter disabled" if cfg.peft.method != "none" else source)
         trainer = _pretokenized(DPOTrainer)(
             model=model, ref_model=None, args=args, processing_class=tokenizer,
-            train_dataset=Dataset.from_list(splits.train_features),
-            eval_dataset=Dataset.from_list(splits.eval_features) if splits.eval else None,
+            train_dataset=splits.train_features,
+            eval_dataset=splits.eval_features if splits.eval else None,
         )
         metrics: dict = {**common.row_metrics(splits, len(trainer.train_dataset),
                                               len(trainer.eval_dataset) if splits.eval else 0),
