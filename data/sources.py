@@ -46,13 +46,14 @@ def read_source(source: str, hf_split: str = "train", max_rows: int | None = Non
 
 def open_source(source: str, split: str = "train", *, max_rows: int | None = None, columns: dict | None = None,
                 hf_config: str | None = None, revision: str | None = None, data_files: Any = None,
-                chunk: int = CHUNK) -> Source:
+                chunk: int | None = None) -> Source:
     """The records of one split of `source` (at most `max_rows`), read lazily in chunks of `chunk`.
 
     source: a .jsonl(.gz) / .json / .parquet file (which has no splits: `split` is ignored), a folder
     written by `datasets.save_to_disk` (a Dataset, or a DatasetDict and its `split`), or
     hf:<hub name or local folder> through `datasets.load_dataset(name, hf_config, split=split,
     revision=..., data_files=...)`. Raises UserError for a source that cannot be opened."""
+    chunk = chunk or CHUNK
     if source.startswith(HF_PREFIX):
         from .hub import load_hub
 

@@ -96,7 +96,8 @@ class Spill:
         self._rows_writer.write_batch(batch)
         if features is not None:
             path = self.workdir.path / f"features-{len(self.feature_files):05d}.arrow"
-            _write(path, pa.Table.from_pylist(features))
+            keys = dict.fromkeys(k for f in features for k in f)  # every key of the chunk, not the first row's
+            _write(path, pa.table({k: [f.get(k) for f in features] for k in keys}))
             self.feature_files.append(path)
         self.sizes.append(len(rows))
 
