@@ -189,3 +189,14 @@ def test_new_keys_are_checked_with_a_did_you_mean():
     for needle in ("data.columns: expected a mapping", "data.data_files: expected a path or glob",
                    "data.hf_config: expected null or a configuration name", "data.revision: expected null or a branch"):
         assert needle in msg
+
+
+def test_rlhf_check_on_a_saved_folder_with_its_test_split_and_a_column_mapping(cli, tmp_path):
+    from datasets import Dataset, DatasetDict
+
+    DatasetDict({"train": Dataset.from_list(QA[:4]), "test": Dataset.from_list(QA[4:])}).save_to_disk(
+        str(tmp_path / "qa"))
+    res = cli("check", "stage=sft", "data=jsonl", "data.kind=sft", f"data.source={tmp_path / 'qa'}",
+              "data.eval_split=test", "data.columns={question: prompt, answer: completion}")
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "read 6 records -> 6 rows: 6 valid (train 4, eval 2), 0 invalid" in res.stdout
