@@ -89,9 +89,10 @@ def main() -> None:
     out = Path(a.out or tempfile.mkdtemp(prefix="rlhf-bench-data-"))
     out.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "RLHF_ASSETS_DIR": a.assets, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
-           "TOKENIZERS_PARALLELISM": os.environ.get("TOKENIZERS_PARALLELISM", "false"), "WANDB_MODE": "disabled",
-           "RLHF_RUNS_DIR": str(out / "runs")}
+           "WANDB_MODE": "disabled", "RLHF_RUNS_DIR": str(out / "runs")}
     rlhf = str(Path(sys.executable).parent / "rlhf")
+    print(f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}, "
+          f"TOKENIZERS_PARALLELISM={os.environ.get('TOKENIZERS_PARALLELISM', '(unset: parallel)')}")
     print(f"{'rows':>9}  {'what':<46} {'wall s':>7} {'rows/s':>8} {'peak RSS MiB':>13}")
     for n in [1000] + [int(x) for x in a.rows.split(",")]:
         path = out / f"pairs-{n}.parquet"
