@@ -117,14 +117,14 @@ class Spill:
     def _split_features(self, is_eval: np.ndarray) -> tuple[Any, Any]:
         from datasets import Dataset
 
-        schemas = [pa.ipc.open_stream(pa.OSFile(str(p))).schema for p in self.feature_files]
+        schemas = [_read(p).schema for p in self.feature_files]
         # A column only some chunks have (e.g. `margin`) is null elsewhere; list<null> from an
         # all-empty chunk widens to the others' type.
         schema = pa.unify_schemas(schemas, promote_options="permissive")
         out = {side: pa.ipc.new_stream(str(self.workdir.path / f"{side}.arrow"), schema) for side in ("train", "eval")}
         offset = 0
         for path, n in zip(self.feature_files, self.sizes, strict=True):
-            table = _conform(pa.ipc.open_stream(pa.OSFile(str(path))).read_all(), schema)
+            table = _conform(_read(path), schema)
             flags = pa.array(is_eval[offset : offset + n])
             out["eval"].write_table(table.filter(flags))
             out["train"].write_table(table.filter(pc.invert(flags)))
@@ -137,6 +137,11 @@ class Spill:
             ds._rlhf_workdir = self.workdir  # the files live as long as the dataset does
             datasets.append(ds)
         return datasets[0], datasets[1]
+
+
+def _read(path: Path) -> pa.Table:
+    with pa.OSFile(str(path)) as f:  # read into memory (one chunk), not mapped: the file is deleted next
+        return pa.ipc.open_stream(f).read_all()
 
 
 def _write(path: Path, table: pa.Table) -> None:
