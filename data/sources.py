@@ -129,24 +129,28 @@ def _parquet_source(path: Path, max_rows: int | None, columns: dict | None, chun
         raise UserError(f"{path}: cannot read as parquet: {e}") from None
     names = _arrow_names(parquet.schema_arrow.names, columns, path.name)
     total = parquet.metadata.num_rows if max_rows is None else min(max_rows, parquet.metadata.num_rows)
-    return Source(path.name, total, _table_chunks(parquet.iter_batches(batch_size=chunk), names, path.name, max_rows))
+    batches = (b.rename_columns(names).to_pylist() for b in parquet.iter_batches(batch_size=chunk))
+    return Source(path.name, total, _numbered(batches, path.name, max_rows))
 
 
 def _arrow_source(label: str, ds: Any, max_rows: int | None, columns: dict | None, chunk: int,
                   has_splits: bool) -> Source:
-    """A memory-mapped `datasets.Dataset`, read as Arrow batches."""
+    """A memory-mapped `datasets.Dataset`, read in batches with its own formatting (as iterating it would)."""
     names = _arrow_names(ds.column_names, columns, label)
-    total = len(ds) if max_rows is None else min(max_rows, len(ds))
-    batches = ds.with_format("arrow").iter(batch_size=chunk)
-    return Source(label, total, _table_chunks(batches, names, label, max_rows), has_splits)
+    if max_rows is not None and max_rows < len(ds):
+        ds = ds.select(range(max_rows))
+    order = list(ds.column_names)
+    batches = ([dict(zip(names, values, strict=True)) for values in zip(*(b[c] for c in order), strict=True)]
+               for b in ds.iter(batch_size=chunk))
+    return Source(label, len(ds), _numbered(batches, label, max_rows), has_splits)
 
 
-def _table_chunks(batches: Iterator[Any], names: list[str], label: str, max_rows: int | None) -> Iterator[list[Raw]]:
+def _numbered(batches: Iterator[list[dict[str, Any]]], label: str, max_rows: int | None) -> Iterator[list[Raw]]:
+    """Records in chunks, each with its 1-based row number; at most `max_rows` in all."""
     number = 0
-    for batch in batches:
-        if max_rows is not None and number + batch.num_rows > max_rows:
-            batch = batch.slice(0, max_rows - number)
-        records = batch.rename_columns(names).to_pylist()
+    for records in batches:
+        if max_rows is not None:
+            records = records[: max_rows - number]
         yield [(Origin(label, number + i, "row"), r) for i, r in enumerate(records, start=1)]
         number += len(records)
         if max_rows is not None and number >= max_rows:
