@@ -6,6 +6,10 @@ Stages depend on exactly this API:
     splits = load_splits(cfg, encoder)                    # rows, the trainer's features, the row ledger
     report = preflight(cfg, encoder); print(format_preflight(report))
 
+Both read the source in chunks (`stream.scan`): memory stays bounded at any size. `splits.train` /
+`splits.eval` are `Rows` (sequences of row dicts); `splits.train_features` / `eval_features` are
+memory-mapped `datasets.Dataset`s, handed to the trainer as they are.
+
 Rows are plain dicts in one of three canonical kinds (rank 0 = best, ties allowed), each text field
 either a string (TRL's standard format) or a list of {"role", "content"} messages (conversational):
     sft:    {"prompt", "completion"} | {"messages": [...]} | {"text"}
@@ -18,8 +22,9 @@ from .config import DataConfig
 from .encode import Encoded, Encoder, PreferenceEncoder, PromptEncoder, RewardEncoder, SFTEncoder, prompt_of
 from .loader import Ledger, Splits, load_splits
 from .preflight import format_preflight, preflight
+from .spill import Rows
 
 __all__ = [
-    "DataConfig", "Encoded", "Encoder", "Ledger", "PreferenceEncoder", "PromptEncoder", "RewardEncoder",
+    "DataConfig", "Encoded", "Encoder", "Ledger", "PreferenceEncoder", "PromptEncoder", "RewardEncoder", "Rows",
     "SFTEncoder", "Splits", "format_preflight", "load_splits", "preflight", "prompt_of",
 ]

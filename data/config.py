@@ -10,7 +10,8 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-from collections.abc import Mapping
+from collections import Counter
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +24,9 @@ FORMATS = ("canonical", "tinystories", "hh_rlhf", "oasst_trees")
 FORMAT_KIND = {"tinystories": ("sft",), "hh_rlhf": ("pair",), "oasst_trees": ("ranked", "sft")}
 ON_INVALID = ("error", "drop")
 MISSING = "???"  # OmegaConf's marker for a mandatory value left unset
+HF_PREFIX = "hf:"
+FILE_SUFFIXES = (".jsonl", ".jsonl.gz", ".json", ".parquet")
+LOAD_DATASET_ARG = {"hf_config": "name", "revision": "revision", "data_files": "data_files"}
 
 
 @dataclass
@@ -30,9 +34,14 @@ class DataConfig:
     """Where the rows come from, how to read them, and what to do with bad ones."""
 
     kind: str  # sft | pair | ranked
-    source: str  # .jsonl / .json / .parquet path, or hf:<dataset name>
+    source: str  # .jsonl / .json / .parquet path, a `save_to_disk` folder, or hf:<dataset name or folder>
     format: str  # canonical | tinystories | hh_rlhf | oasst_trees
     hf_split: str = "train"
+    hf_config: str | None = None  # hf: the dataset's configuration (the hub's "subset"): load_dataset's `name`
+    revision: str | None = None  # hf: a branch, tag or commit of the dataset's repository
+    data_files: str | list[str] | dict[str, Any] | None = None  # hf: load_dataset's data_files (globs allowed)
+    columns: dict[str, str] | None = None  # raw column -> the name the format reads, e.g. {question: prompt}
+    eval_split: str | None = None  # the dataset's own split as eval (instead of eval_fraction / eval_rows)
     eval_fraction: float = 0.05
     eval_rows: int | None = None
     max_rows: int | None = None
@@ -46,6 +55,7 @@ class DataConfig:
     def __post_init__(self) -> None:
         if isinstance(self.source, os.PathLike):
             self.source = os.fspath(self.source)
+        self.columns, self.data_files = _plain(self.columns), _plain(self.data_files)
         problems = _value_problems(dataclasses.asdict(self))
         if problems:
             raise UserError(problems, title="invalid data config")
@@ -99,7 +109,8 @@ def _value_problems(v: dict[str, Any]) -> list[str]:
     if "source" in v:
         s = v["source"]
         if s == MISSING:
-            out.append("data.source: missing; set it to a .jsonl/.json/.parquet path or hf:<dataset name>")
+            out.append("data.source: missing; set it to a .jsonl/.json/.parquet path, a save_to_disk folder or "
+                       "hf:<dataset name>")
         elif not isinstance(s, str) or not s.strip():
             out.append(f"data.source: expected a path or hf:<name>, got {s!r}")
     if v.get("format") in FORMAT_KIND and v.get("kind") in KINDS and v["kind"] not in FORMAT_KIND[v["format"]]:
@@ -121,4 +132,65 @@ def _value_problems(v: dict[str, Any]) -> list[str]:
         out.append(f"data.dedupe: expected true or false, got {v['dedupe']!r}")
     if "seed" in v and (isinstance(v["seed"], bool) or not isinstance(v["seed"], int)):
         out.append(f"data.seed: expected an integer, got {v['seed']!r}")
+    return out + _source_option_problems(v)
+
+
+def _source_option_problems(v: dict[str, Any]) -> list[str]:
+    """The options that say which part of a dataset to read (`data.hf_config` ... `data.eval_split`)."""
+    out: list[str] = []
+    source = v.get("source") if isinstance(v.get("source"), str) else ""
+    hub = source.startswith(HF_PREFIX)
+    for name, what in (("hf_config", "a configuration name (the hub's subset)"),
+                       ("revision", "a branch, tag or commit"), ("eval_split", "a split name such as 'test'")):
+        x = v.get(name)
+        if x is not None and (not isinstance(x, str) or not x):
+            out.append(f"data.{name}: expected null or {what}, got {x!r}")
+    for name in ("hf_config", "revision", "data_files"):
+        if v.get(name) is not None and source and source != MISSING and not hub:
+            out.append(f"data.{name}: only for hf:<dataset> sources (load_dataset's `{LOAD_DATASET_ARG[name]}`), "
+                       f"but data.source is {source}")
+    if v.get("data_files") is not None and not _files_ok(_plain(v["data_files"])):
+        out.append(f"data.data_files: expected a path or glob, a list of them, or a mapping split -> paths, "
+                   f"got {v['data_files']!r}")
+    out += _columns_problems(_plain(v.get("columns")))
+    split = v.get("eval_split")
+    if isinstance(split, str) and split:
+        if split == v.get("hf_split", "train"):
+            out.append(f"data.eval_split: {split!r} is also data.hf_split, the training split; name another split")
+        if source.lower().endswith(FILE_SUFFIXES):
+            out.append(f"data.eval_split: {source} is one file without splits; use eval_fraction / eval_rows, or "
+                       f"an hf:<dataset> or save_to_disk source that has a {split!r} split")
+        if v.get("eval_rows") is not None:
+            out.append("data.eval_rows: the eval rows are data.eval_split's; set eval_rows=null or eval_split=null")
     return out
+
+
+def _plain(x: Any) -> Any:
+    """An OmegaConf container (or any mapping / sequence) as plain dicts and lists."""
+    if isinstance(x, Mapping):
+        return {k: _plain(val) for k, val in x.items()}
+    if isinstance(x, Sequence) and not isinstance(x, str):
+        return [_plain(val) for val in x]
+    return x
+
+
+def _files_ok(files: Any) -> bool:
+    def paths(x: Any) -> bool:
+        return (isinstance(x, str) and bool(x)) or (isinstance(x, list) and bool(x)
+                                                   and all(isinstance(p, str) and p for p in x))
+
+    if isinstance(files, dict):
+        return bool(files) and all(isinstance(k, str) and paths(p) for k, p in files.items())
+    return paths(files)
+
+
+def _columns_problems(columns: Any) -> list[str]:
+    if columns is None:
+        return []
+    if not isinstance(columns, dict) or not all(isinstance(k, str) and isinstance(t, str) and k and t
+                                                for k, t in columns.items()):
+        return [f"data.columns: expected a mapping of raw column -> field name, e.g. "
+                f"{{question: prompt, answer: completion}}, got {columns!r}"]
+    targets = Counter(columns.values())
+    return [f"data.columns: {' and '.join(k for k, t in columns.items() if t == name)} all map to {name!r}"
+            for name, n in targets.items() if n > 1]

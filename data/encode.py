@@ -17,7 +17,7 @@ own). One encoder per trainer family, each with the truncation rule of that trai
   responses of a row), a response longer than the whole budget keeps its start (`rlhf.reward`).
 - `PromptEncoder`: ``{"prompt_ids"}`` for sampling (generate, eval, PPO, GRPO/RLOO).
 
-Texts are tokenised in batches through the fast tokenizer; conversations through the chat template
+Texts are tokenised in batches through the fast tokenizer (`tokens.batch_ids`); conversations through the chat template
 (`rlhf.data.chat`), whose ids equal ``tokenizer.apply_chat_template(...)["input_ids"]``.
 """
 
@@ -31,6 +31,7 @@ from rlhf.errors import UserError
 
 from . import chat
 from .rows import Problem
+from .tokens import batch_ids
 
 Row = dict[str, Any]
 LOSS_ON = ("assistant", "completion", "all")
@@ -96,9 +97,7 @@ class Encoder:
 
     # -- helpers ---------------------------------------------------------------------------------
     def _text_ids(self, texts: list[str], specials: bool = True) -> list[list[int]]:
-        if not texts:
-            return []
-        return [list(x) for x in self.tok(texts, add_special_tokens=specials, verbose=False)["input_ids"]]
+        return batch_ids(self.tok, texts, specials)
 
     def _with_eos(self, ids: list[int]) -> list[int]:
         return ids + [self.eos] if self.eos is not None and (not ids or ids[-1] != self.eos) else ids
@@ -316,7 +315,7 @@ class RewardEncoder(Encoder):
             kept_prompt, kept = fit(prompt, responses, budget)
             seqs = [frame.prefix + kept_prompt + r + frame.suffix for r in kept]
             lengths = [len(frame.prefix) + len(prompt) + len(r) + len(frame.suffix) for r in responses]
-            if len({tuple(s) for s in seqs}) < 2:
+            if all(s == seqs[0] for s in seqs[1:]):  # every response the same after truncation
                 what, name = ("chosen and rejected are", "rejected") if "chosen" in row else ("all responses are",
                                                                                               "responses")
                 out.append(self._empty(name, f"{what} identical after truncation to {self.max_length} tokens"))

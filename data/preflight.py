@@ -9,96 +9,80 @@ and for SFT the share of tokens that carry loss. Config mistakes and missing fil
 from __future__ import annotations
 
 import difflib
-from collections import Counter
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
 from .config import DataConfig
 from .encode import Encoder
-from .loader import encode_items, prepare
-from .rows import Item
-from .split import split_indices
-from .validate import row_key
+from .split import eval_size
+from .stream import Tally, scan
 
-N_EXAMPLES = 5  # example messages per invalid reason
 # Pairs whose responses differ by a few characters teach a reward model little and are often
 # label noise; difflib's ratio = 2 * matching chars / total chars, so 0.9 is "90% the same text".
 NEAR_IDENTICAL = 0.9
 
 
-def preflight(cfg: DataConfig, encoder: Encoder | None = None) -> dict[str, Any]:
-    """A JSON-serialisable report of the rows `load_splits(cfg, encoder)` would give a trainer."""
-    prepared = prepare(cfg, getattr(encoder, "tok", None))
-    if encoder is not None:
-        encode_items(prepared, encoder, cfg.source)
-    items = prepared.items
-    good = [i for i, item in enumerate(items) if item.ok]
-    train_idx, eval_idx = split_indices([row_key(items[i].row) for i in good], cfg.eval_fraction, cfg.eval_rows,
-                                        cfg.seed)
+def preflight(cfg: DataConfig, encoder: Encoder | None = None, *, progress: bool = True) -> dict[str, Any]:
+    """A JSON-serialisable report of the rows `load_splits(cfg, encoder)` would give a trainer.
+
+    One chunked pass (`rlhf.data.stream`): memory stays bounded whatever the size of the source."""
+    tally = scan(cfg, encoder, flag=near_identical if cfg.kind == "pair" else None, progress=progress)
+    if cfg.eval_split is None:
+        n_eval = eval_size(tally.valid, cfg.eval_fraction, cfg.eval_rows)
+    else:
+        n_eval = sum(tally.is_eval)
     report: dict[str, Any] = {
         "source": cfg.source,
         "format": cfg.format,
         "kind": cfg.kind,
         "on_invalid": cfg.on_invalid,
-        "conversational": prepared.conversational,
-        "rows_read": prepared.n_raw,
-        "rows": len(items),
-        "valid": len(good),
-        "split": {"train": len(train_idx), "eval": len(eval_idx)},
-        "invalid": _invalid_report(items),
-        "duplicates": sum(1 for item in items for p in item.problems if p.reason == "duplicate"),
-        "tokens": None if encoder is None else _token_report(prepared.encoded, encoder),
+        "conversational": tally.conversational,
+        "rows_read": tally.read,
+        "rows": tally.rows,
+        "valid": tally.valid,
+        "split": {"train": tally.valid - n_eval, "eval": n_eval},
+        "invalid": tally.problems.report(),
+        "duplicates": tally.problems.problems["duplicate"],
+        "tokens": None if encoder is None else _token_report(tally, encoder),
         "warnings": [],
     }
-    if prepared.plain_rows_with_template:
+    if tally.plain_rows_with_template:
         report["warnings"].append(
-            f"{prepared.plain_rows_with_template} rows are plain text although the tokenizer has a chat template: "
+            f"{tally.plain_rows_with_template} rows are plain text although the tokenizer has a chat template: "
             "they are trained as plain text (TRL's standard format); set data.conversational=true to wrap each "
             "prompt as a user turn and each response as the assistant's")
     if cfg.kind == "pair":
-        report["pairs"] = {"near_identical_share": _near_identical_share([items[i].row for i in good]),
-                           "threshold": NEAR_IDENTICAL}
+        report["pairs"] = {"near_identical_share": _share(tally.flagged, tally.valid), "threshold": NEAR_IDENTICAL}
     return report
 
 
-def _token_report(encoded: dict, encoder: Encoder) -> dict[str, Any]:
-    encs = list(encoded.values())
-    lengths = [n for e in encs for n in e.lengths]
+def _token_report(tally: Tally, encoder: Encoder) -> dict[str, Any]:
+    truncated = sum(tally.truncated)
     out: dict[str, Any] = {
         "tokenizer": getattr(encoder.tok, "name_or_path", type(encoder.tok).__name__),
         "chat_template": bool(getattr(encoder.tok, "chat_template", None)),
-        "full_text": quantiles(lengths),
+        "full_text": quantiles(tally.lengths),
         "max_length": encoder.max_length,
         "rule": encoder.rule,
-        "truncated_rows": sum(e.truncated for e in encs),
-        "truncated_share": _share(sum(e.truncated for e in encs), len(encs)),
+        "truncated_rows": truncated,
+        "truncated_share": _share(truncated, tally.valid),
     }
-    if any(e.trained_tokens for e in encs):
-        out["trained_tokens"] = sum(e.trained_tokens for e in encs)
-        out["tokens"] = sum(e.tokens for e in encs)
+    if tally.trained_tokens:
+        out["trained_tokens"] = tally.trained_tokens
+        out["tokens"] = tally.tokens
         out["trained_token_share"] = _share(out["trained_tokens"], out["tokens"])
     return out
 
 
-def quantiles(lengths: list[int]) -> dict[str, int]:
+def quantiles(lengths: Sequence[int]) -> dict[str, int]:
     """p50 / p90 / p99 / max of token lengths (empty dict for no rows)."""
-    if not lengths:
+    if not len(lengths):
         return {}
-    p50, p90, p99 = np.percentile(np.asarray(lengths), [50, 90, 99])
-    return {"p50": int(round(p50)), "p90": int(round(p90)), "p99": int(round(p99)), "max": int(max(lengths))}
-
-
-def _invalid_report(items: list[Item]) -> dict[str, Any]:
-    """Invalid rows per reason (a row counts under its first problem) with a few example messages."""
-    by_reason = Counter(item.problems[0].reason for item in items if item.problems)
-    examples: dict[str, list[str]] = {}
-    for item in items:
-        if item.problems:
-            found = examples.setdefault(item.problems[0].reason, [])
-            if len(found) < N_EXAMPLES:
-                found.append("; ".join(p.message(item.origin) for p in item.problems))
-    return {"total": sum(by_reason.values()), "by_reason": dict(by_reason.most_common()), "examples": examples}
+    x = np.asarray(lengths)
+    p50, p90, p99 = np.percentile(x, [50, 90, 99])
+    return {"p50": int(round(p50)), "p90": int(round(p90)), "p99": int(round(p99)), "max": int(x.max())}
 
 
 def _share(n: int, total: int) -> float:
@@ -109,15 +93,14 @@ def _text(x: Any) -> str:
     return x if isinstance(x, str) else "\n".join(str(m.get("content", "")) for m in x)
 
 
-def _near_identical_share(rows: list[dict[str, Any]]) -> float:
-    """Share of pairs whose chosen and rejected texts have a difflib ratio >= NEAR_IDENTICAL."""
-    close = 0
-    for row in rows:
-        m = difflib.SequenceMatcher(None, _text(row["chosen"]), _text(row["rejected"]), autojunk=False)
-        # the cheap upper bounds rule out almost every pair before the quadratic ratio()
-        if m.real_quick_ratio() >= NEAR_IDENTICAL and m.quick_ratio() >= NEAR_IDENTICAL and m.ratio() >= NEAR_IDENTICAL:
-            close += 1
-    return _share(close, len(rows))
+def near_identical(row: dict[str, Any]) -> bool:
+    """True when the pair's chosen and rejected texts have a difflib ratio >= NEAR_IDENTICAL."""
+    a, b = _text(row["chosen"]), _text(row["rejected"])
+    if a and b and 2.0 * min(len(a), len(b)) / (len(a) + len(b)) < NEAR_IDENTICAL:  # real_quick_ratio, no matcher
+        return False
+    m = difflib.SequenceMatcher(None, a, b, autojunk=False)
+    # the cheap upper bounds rule out almost every pair before the quadratic ratio()
+    return m.quick_ratio() >= NEAR_IDENTICAL and m.ratio() >= NEAR_IDENTICAL
 
 
 def format_preflight(report: dict[str, Any]) -> str:

@@ -31,7 +31,7 @@ REASONS = (
 )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # one per row read: slots keep it small and quick
 class Origin:
     """Where a row came from: a file name and a 1-based line (JSONL) or record number (other sources)."""
 
@@ -43,7 +43,7 @@ class Origin:
         return f"{self.file}:{self.line}" if self.unit == "line" else f"{self.file}:row {self.line}"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Problem:
     """One thing wrong with one row; `field` names the offending field, or "row" for the whole row."""
 
@@ -65,7 +65,7 @@ class RowError(Exception):
         super().__init__(f"{field}: {detail}")
 
 
-@dataclass
+@dataclass(slots=True)
 class Item:
     """A canonical row (None when conversion failed) with its origin and every problem found so far."""
 

@@ -82,7 +82,6 @@ def _pretokenized(trainer_cls):
 
 
 def run(cfg: DictConfig, run_dir: Path):
-    from datasets import Dataset
     from trl import DPOConfig, DPOTrainer
 
     from ..models import build_policy, count_parameters, load_frozen_policy, load_tokenizer, resolve_source
@@ -108,8 +107,8 @@ def run(cfg: DictConfig, run_dir: Path):
                  "the policy with its LoRA adapter disabled" if ref is None else source)
         trainer = _pretokenized(DPOTrainer)(
             model=model, ref_model=ref, args=args, processing_class=tokenizer,
-            train_dataset=Dataset.from_list(splits.train_features),
-            eval_dataset=Dataset.from_list(splits.eval_features) if splits.eval else None,
+            train_dataset=splits.train_features,
+            eval_dataset=splits.eval_features if splits.eval else None,
         )
         attach(ctx, trainer, curves)
         metrics: dict = {**common.row_metrics(splits, len(trainer.train_dataset),

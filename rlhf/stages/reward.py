@@ -46,7 +46,6 @@ def problems(cfg: DictConfig) -> list[str]:
 
 
 def run(cfg: DictConfig, run_dir: Path):
-    from datasets import Dataset
     from trl import RewardConfig, RewardTrainer
 
     from rlhf.reward import KWiseRewardTrainer, evaluate_pairs, evaluate_ranked
@@ -62,8 +61,8 @@ def run(cfg: DictConfig, run_dir: Path):
         loss = {"pair": "pairwise", "ranked": "kwise"}[splits.kind] if cfg.stage.loss == "auto" else cfg.stage.loss
         common.begin(ctx)
 
-        train = Dataset.from_list(splits.train_features)
-        evalset = Dataset.from_list(splits.eval_features) if splits.eval else None
+        train = splits.train_features
+        evalset = splits.eval_features if splits.eval else None
         args = ctx.trainer_config(RewardConfig, **({} if evalset is not None else {"eval_strategy": "no"}))
         model = build_reward_model(cfg.model, cfg.peft, tokenizer)
         log.info("reward model %s: %s", source, count_parameters(model))

@@ -53,7 +53,6 @@ def problems(cfg: DictConfig) -> list[str]:
 
 
 def run(cfg: DictConfig, run_dir: Path):
-    from datasets import Dataset
     from transformers import EarlyStoppingCallback
     from trl import SFTConfig, SFTTrainer
 
@@ -81,8 +80,8 @@ def run(cfg: DictConfig, run_dir: Path):
 
         trainer = SFTTrainer(
             model=model, args=args, processing_class=tokenizer, callbacks=callbacks,
-            train_dataset=Dataset.from_list(splits.train_features),
-            eval_dataset=Dataset.from_list(splits.eval_features) if splits.eval else None,
+            train_dataset=splits.train_features,
+            eval_dataset=splits.eval_features if splits.eval else None,
         )
         common.track(ctx, trainer)
         metrics: dict = {**common.row_metrics(splits, len(trainer.train_dataset),
