@@ -161,7 +161,8 @@ def cli(plan: Plan, name: str, *overrides: str, timeout: int | None = None) -> d
     t0 = time.perf_counter()
     if timeout is None:  # a step may not run past the end of the call (the deadline + 60 s of margin)
         timeout = max(60, int(plan.deadline + 60 - t0)) if not plan.dry else 1800
-    res = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout, cwd=ROOT)
+    # not from the checkout's root: there `rlhf` would resolve to ./rlhf, which lacks rlhf.data/rlhf.reward
+    res = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout, cwd=plan.work)
     got = {"command": " ".join(cmd[2:]), "wall_s": round(time.perf_counter() - t0, 1), "exit": res.returncode}
     if res.returncode:
         got["error"] = (res.stdout + res.stderr)[-3000:]

@@ -11,6 +11,7 @@
 # the machine has is changed; our own package goes there as links (rlhf -> rlhf/, rlhf.data -> data/,
 # rlhf.reward -> reward/: what `pip install -e .` maps), so the code that runs is this checkout.
 set -euo pipefail
+CALLER=$PWD
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 
@@ -28,6 +29,8 @@ while [ $# -gt 0 ]; do
 done
 STAMP=$(date +%Y-%m-%d_%H-%M-%S)
 OUT=${OUT:-$ROOT/runs/bench/gpu-$STAMP.json}
+case $OUT in /*) ;; *) OUT=$CALLER/$OUT ;; esac
+case $WHEELS in /*) ;; *) WHEELS=$CALLER/$WHEELS ;; esac
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/rlhf-gpu.XXXXXX")
 SITE=$WORK/site
 mkdir -p "$SITE/rlhf"
@@ -55,8 +58,9 @@ if [ -z "${RLHF_ASSETS_DIR:-}" ]; then
 fi
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false TRANSFORMERS_NO_ADVISORY_WARNINGS=1 PYTHONUNBUFFERED=1
 
+cd "$WORK"  # not the checkout's root, where `import rlhf` would find ./rlhf without rlhf.data
 "$PY" - <<'EOF'
-import importlib.metadata as md, rlhf, sys
+import importlib.metadata as md, rlhf, rlhf.data, rlhf.reward, sys
 print("[gpu.sh] python", sys.version.split()[0], "| rlhf from", rlhf.__file__)
 for name in ("torch", "transformers", "trl", "peft", "accelerate", "datasets", "hydra-core", "deepspeed", "bitsandbytes", "wandb"):
     try:
