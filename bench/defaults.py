@@ -51,8 +51,8 @@ def sft_batching(ctx: Context) -> list[Row]:
     # enough steps for the held-out loss to fall below its start (at lr 5e-4 it first rises)
     steps, n_eval = ctx.pick(30, 80), ctx.pick(48, 100)
     every = steps // ctx.pick(3, 4)
-    train = prep.data_file(model, "tinystories", max_length, eval_rows=n_eval)
-    held_out = prep.data_file(model, "tinystories", max_length, split="eval", eval_rows=n_eval)
+    train = prep.data_file(model, "tinystories", max_length, "sft", eval_rows=n_eval)
+    held_out = prep.data_file(model, "tinystories", max_length, "sft", split="eval", eval_rows=n_eval)
 
     def ours_cmd(out):
         return rlhf("stage=sft", *prep.model_overrides(model, max_length), f"data.eval_rows={n_eval}",

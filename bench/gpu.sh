@@ -8,8 +8,9 @@
 #   bench/gpu.sh --dry-run           # anywhere: the same plan on the CPU at toy size (tests/test_bench.py)
 #
 # The wheels are installed with --no-deps into a scratch folder put first on PYTHONPATH, so nothing
-# the machine has is changed; our own package goes there as links (rlhf -> rlhf/, rlhf.data -> data/,
-# rlhf.reward -> reward/: what `pip install -e .` maps), so the code that runs is this checkout.
+# the machine has is changed; our own package goes there as links (rlhf -> rlhf/, rlhf.conf -> conf/,
+# rlhf.data -> data/, rlhf.reward -> reward/: what `pip install -e .` maps), so the code that runs
+# is this checkout.
 set -euo pipefail
 CALLER=$PWD
 cd "$(dirname "$0")/.."
@@ -50,6 +51,7 @@ CHECK=(--check "$WHEELS")
 for f in "$ROOT"/rlhf/*; do
   case $(basename "$f") in __pycache__) ;; *) ln -s "$f" "$SITE/rlhf/" ;; esac
 done
+ln -s "$ROOT/conf" "$SITE/rlhf/conf"
 ln -s "$ROOT/data" "$SITE/rlhf/data"
 ln -s "$ROOT/reward" "$SITE/rlhf/reward"
 export PYTHONPATH="$SITE${PYTHONPATH:+:$PYTHONPATH}"
@@ -60,7 +62,7 @@ export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false TRANS
 
 cd "$WORK"  # not the checkout's root, where `import rlhf` would find ./rlhf without rlhf.data
 "$PY" - <<'EOF'
-import importlib.metadata as md, rlhf, rlhf.data, rlhf.reward, sys
+import importlib.metadata as md, rlhf, rlhf.conf, rlhf.data, rlhf.reward, sys
 print("[gpu.sh] python", sys.version.split()[0], "| rlhf from", rlhf.__file__)
 for name in ("torch", "transformers", "trl", "peft", "accelerate", "datasets", "hydra-core", "deepspeed", "bitsandbytes", "wandb"):
     try:

@@ -19,8 +19,9 @@ MODEL, MAX_LENGTH, EVAL_LISTS = "llama5m", 1024, 25
 
 
 def p3_kwise(ctx: Context) -> list[Row]:
-    ranked = prep.data_file(MODEL, "oasst", MAX_LENGTH, only_fitting=True, on_invalid="drop", eval_fraction=0)
-    train, held_out = prep.split_file(ranked, "ranked", EVAL_LISTS, MAX_LENGTH, MODEL)
+    ranked = prep.data_file(MODEL, "oasst", MAX_LENGTH, "reward", only_fitting=True, on_invalid="drop",
+                            eval_fraction=0)
+    train, held_out = prep.split_file(ranked, "ranked", EVAL_LISTS, MAX_LENGTH, MODEL, "reward")
     # --quick: the first 48 training lists; the held-out lists keep the smallest split hashes, so
     # our split of the smaller file is the same
     train = train[:ctx.pick(48, len(train))]

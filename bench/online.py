@@ -63,7 +63,7 @@ def p5_online(ctx: Context) -> list[Row]:
          [(p["make_experience"][0] - p["rollout"][0] - p["scoring"][0]) / t for p, t in zip(ph, total, strict=True)]),
         (f"optimisation ({PPO_EPOCHS} PPO epochs, policy + value)", [p["optimise"][0] / t for p, t in zip(ph, total, strict=True)]),
     ):
-        rows.append(value_row("P5", f"PPO share of training CPU: {name}", "", share))
+        rows.append(value_row("P5", f"PPO share of training CPU: {name}", "%", [100 * x for x in share]))
     rows.append(ratio_rows("P5", f"CPU per completion, PPO vs GRPO ({completions} completions of <= {tokens} tokens, "
                            "stories260k)", "s", per, note="lower is better"))
     rows.append(Row("P5", f"... per completion per optimisation pass (PPO {PPO_EPOCHS} passes + critic, GRPO 1)", "",
@@ -80,7 +80,7 @@ def rollout_rows(ctx: Context) -> list[Row]:
         run_side([sys.executable, __file__, "rollout", "--prompts", str(prompts), "--new-tokens", str(tokens),
                   "--out", str(out / "rollout.json")], out, clock=False)
         got.append(json.loads((out / "rollout.json").read_text()))
-    return [ratio_rows("P5", f"rollout tokens/s, batched + KV cache (rlhf.ppo.rollout) vs one sequence at a time "
+    return [ratio_rows("P5", f"rollout tokens/s, batched + KV cache (rlhf.sampling.generate) vs one sequence at a time "
                        f"({prompts} prompts, <= {tokens} new tokens, stories260k)", "tok/s",
                        [(g["batched"], g["one_at_a_time"]) for g in got], note="higher is better")]
 
@@ -97,7 +97,7 @@ def rollout_main(argv) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from rlhf.data import DataConfig, load_splits
-    from rlhf.ppo.rollout import rollout
+    from rlhf.sampling import generate
 
     model_dir = ASSETS / "models" / "stories260k"
     tok = AutoTokenizer.from_pretrained(model_dir)
@@ -107,9 +107,11 @@ def rollout_main(argv) -> None:
     rows = load_splits(DataConfig.from_mapping({"kind": "sft", "format": "tinystories", "max_rows": 4 * a.prompts,
                                                 "source": str(ASSETS / "data/tinystories/stories.jsonl")})).train
     prompts = list(dict.fromkeys(r["prompt"] for r in rows))[: a.prompts]
+    prompt_ids = [tok(p).input_ids for p in prompts]
 
-    def batched(seed):
-        return int(rollout(model, tok, prompts, max_new_tokens=a.new_tokens, seed=seed).response_mask.sum())
+    def batched(seed):  # what our PPO's make_experience calls
+        return int(generate(model, prompt_ids, pad_id=tok.pad_token_id, stop_ids=[tok.eos_token_id],
+                            max_new_tokens=a.new_tokens, seed=seed).response_mask.sum())
 
     @torch.no_grad()
     def one_at_a_time(seed):

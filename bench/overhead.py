@@ -32,7 +32,7 @@ def step_pairs(ctx: Context, stage: str, model: str, max_length: int, batch: int
     """n A/B pairs of one stage on one model; returns [(ours Run, peer Run)]."""
     data, stage_overrides, script = STAGES[stage]
     kind = KIND[data]
-    train = prep.data_file(model, data, max_length, only_fitting=kind == "pair")
+    train = prep.data_file(model, data, max_length, stage, only_fitting=kind == "pair")
 
     def ours_cmd(out):
         return rlhf(*stage_overrides, *prep.model_overrides(model, max_length), "data=jsonl", f"data.kind={kind}",

@@ -66,27 +66,27 @@ def model_overrides(name: str, max_length: int) -> list[str]:
             f"model.max_length={max_length}"]
 
 
-def splits(model: str, data: str, max_length: int, **data_overrides: Any):
-    """Our train/eval rows of data preset `data` for `model`, as `rlhf stage=... data=<data>` loads them."""
+def splits(model: str, data: str, max_length: int, stage: str, **data_overrides: Any):
+    """Our train/eval rows of data preset `data` for `model`, as `rlhf stage=<stage> data=<data>` loads
+    them (read, converted, validated and encoded by that stage's encoder)."""
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
-    from omegaconf import OmegaConf
 
     from rlhf.cli import register_resolvers
-    from rlhf.data import DataConfig, load_splits
+    from rlhf.config import stage_module
+    from rlhf.data import load_splits
     from rlhf.models import load_tokenizer
+    from rlhf.stages.common import data_config
 
     register_resolvers()
     GlobalHydra.instance().clear()
-    overrides = [f"data={data}", *model_overrides(model, max_length)]
+    overrides = [f"stage={stage}", f"data={data}", *model_overrides(model, max_length)]
     overrides += [f"data.{k}={v}" for k, v in data_overrides.items()]
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         cfg = compose("config", overrides=overrides)
     GlobalHydra.instance().clear()
     tok = load_tokenizer(cfg.model)
-    side = "right" if cfg.data.kind == "sft" else "left"
-    data_cfg = DataConfig.from_mapping(OmegaConf.to_container(cfg.data, resolve=True))
-    return load_splits(data_cfg, tokenizer=tok, max_length=max_length, truncation_side=side), tok
+    return load_splits(data_config(cfg.data), stage_module(stage).encoder(cfg, tok)), tok
 
 
 def fits(rows: list[dict], tok, max_length: int, texts) -> list[dict]:
@@ -98,15 +98,15 @@ def fits(rows: list[dict], tok, max_length: int, texts) -> list[dict]:
     return out
 
 
-def data_file(model: str, data: str, max_length: int, split: str = "train", only_fitting: bool = False,
+def data_file(model: str, data: str, max_length: int, stage: str, split: str = "train", only_fitting: bool = False,
               **data_overrides: Any) -> Path:
     """A cached canonical .jsonl of our `split` rows (train or eval) of preset `data` for `model`."""
-    key = "-".join([model, data, str(max_length), split, "fit" if only_fitting else "all",
+    key = "-".join([model, data, str(max_length), stage, split, "fit" if only_fitting else "all",
                     *(f"{k}{v}" for k, v in sorted(data_overrides.items()))])
     path = CACHE / "data" / f"{key}.jsonl"
     if path.is_file():
         return path
-    sp, tok = splits(model, data, max_length, **data_overrides)
+    sp, tok = splits(model, data, max_length, stage, **data_overrides)
     rows = sp.train if split == "train" else sp.eval
     if only_fitting:
         rows = fits(rows, tok, max_length, _full_texts)
@@ -127,10 +127,10 @@ def read_jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in open(path)]
 
 
-def split_file(path: Path, kind: str, eval_rows: int, max_length: int, model: str):
-    """(train, eval) rows that `rlhf ... data=jsonl data.source=<path> data.eval_rows=<n>` trains and
-    evaluates on: the same seeded content-hash split our data layer makes."""
-    sp, _ = splits(model, "jsonl", max_length, kind=kind, source=path, eval_rows=eval_rows)
+def split_file(path: Path, kind: str, eval_rows: int, max_length: int, model: str, stage: str):
+    """(train, eval) rows that `rlhf stage=<stage> data=jsonl data.source=<path> data.eval_rows=<n>`
+    trains and evaluates on: the same seeded content-hash split our data layer makes."""
+    sp, _ = splits(model, "jsonl", max_length, stage, kind=kind, source=path, eval_rows=eval_rows)
     return sp.train, sp.eval
 
 

@@ -84,7 +84,7 @@ def _timed(name: str, fn):
 
 def _patch_ppo(module) -> None:
     PPOTrainer = module.PPOTrainer
-    module.rollout = _timed("rollout", module.rollout)
+    module.generate = _timed("rollout", module.generate)  # rlhf.sampling.generate, as the trainer calls it
     PPOTrainer.make_experience = _timed("make_experience", PPOTrainer.make_experience)
     PPOTrainer.optimise = _timed("optimise", PPOTrainer.optimise)
     init = PPOTrainer.__init__
