@@ -1,7 +1,8 @@
 """The benchmark suite: ours side by side with plain TRL, one table of per-pair ratios.
 
-    make bench                       # everything (the figures for the README; use a quiet machine)
-    make bench ARGS=--quick          # every ratio at toy sizes, a few minutes on 2 cores
+    make bench                       # everything: about 75 minutes on 2 quiet cores (use a quiet machine)
+    make bench ARGS=--quick          # every ratio at toy sizes: about 40 fresh processes, 8-10 minutes on
+                                     # 2 quiet cores (each pays ~9 CPU-s of torch/transformers/TRL imports)
     .venv/bin/python bench/run.py --only p1,p6 [--pairs 3] [--quick]
 
 Each benchmark runs ours (the real `rlhf` CLI) and its peer (a plain TRL/transformers script in
