@@ -12,7 +12,7 @@ export HF_DATASETS_OFFLINE ?= 1
 export TRANSFORMERS_NO_ADVISORY_WARNINGS ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: install demo test lint bench frontier clean
+.PHONY: install demo test lint bench gpu-wheels frontier clean
 
 install: $(STAMP)
 
@@ -32,9 +32,14 @@ test: install
 lint: install
 	$(VENV)/bin/ruff check .
 
+# Ours side by side with plain TRL (bench/run.py; README "Performance"). ARGS=--quick: every ratio
+# at toy sizes in minutes; ARGS="--only p1,p6 --pairs 3". Results in runs/bench/<time>/.
 bench: install
-	$(PY) bench/sft_batching.py
-	$(PY) bench/ppo_rollout.py
+	$(PY) bench/run.py $(ARGS)
+
+# The wheels and assets bench/gpu.sh installs on a GPU machine without network, into .whl/.
+gpu-wheels: install
+	$(PY) bench/gpu_wheels.py $(ARGS)
 
 # Reward-KL frontier on the demo's artifacts: ONE Hydra sweep over DPO, PPO and GRPO at three KL
 # leashes (conf/experiment/demo_*.yaml: leash 2 = twice as tight), then the report.

@@ -9,6 +9,7 @@ and for SFT the share of tokens that carry loss. Config mistakes and missing fil
 from __future__ import annotations
 
 import difflib
+from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
@@ -96,11 +97,15 @@ def _text(x: Any) -> str:
 def near_identical(row: dict[str, Any]) -> bool:
     """True when the pair's chosen and rejected texts have a difflib ratio >= NEAR_IDENTICAL."""
     a, b = _text(row["chosen"]), _text(row["rejected"])
-    if a and b and 2.0 * min(len(a), len(b)) / (len(a) + len(b)) < NEAR_IDENTICAL:  # real_quick_ratio, no matcher
+    # difflib's own upper bounds (real_quick_ratio: lengths; quick_ratio: shared characters) rule out
+    # almost every pair before a SequenceMatcher is built (building one indexes b) and before its
+    # quadratic ratio()
+    n = len(a) + len(b)
+    if n and 2 * min(len(a), len(b)) < NEAR_IDENTICAL * n:
         return False
-    m = difflib.SequenceMatcher(None, a, b, autojunk=False)
-    # the cheap upper bounds rule out almost every pair before the quadratic ratio()
-    return m.quick_ratio() >= NEAR_IDENTICAL and m.ratio() >= NEAR_IDENTICAL
+    if n and 2 * sum((Counter(a) & Counter(b)).values()) < NEAR_IDENTICAL * n:
+        return False
+    return difflib.SequenceMatcher(None, a, b, autojunk=False).ratio() >= NEAR_IDENTICAL
 
 
 def format_preflight(report: dict[str, Any]) -> str:

@@ -199,8 +199,13 @@ def main() -> None:
         sys.exit(report_main(sys.argv[2:]))
     register_resolvers()
     sys.argv = [sys.argv[0], *_rewrite_argv(sys.argv[1:])]
+    from contextlib import nullcontext
+
+    from .help import one_config_repository, wants_help
+
     try:
-        _hydra_main()
+        with one_config_repository() if wants_help(sys.argv[1:]) else nullcontext():
+            _hydra_main()
     except SystemExit as e:
         # Hydra exits 1 on a composition error (unknown preset, bad override): that is bad input.
         if e.code == 1 and not _task_started:

@@ -73,7 +73,21 @@ def zero_setup(ds_cfg: Any) -> ZeroSetup:
 
 
 def model_size(source: str, model_cfg, peft_cfg, stage_name: str) -> ModelSize:
-    """Count parameters from the config alone (meta device): no weights are read."""
+    """Count parameters without reading weights: from a local checkpoint's safetensors headers where
+    `rlhf.checkpoint_size` knows the architecture (milliseconds), else from the config (meta device)."""
+    from .checkpoint_size import count
+
+    lora = None
+    if peft_cfg.method in ("lora", "qlora"):
+        targets = peft_cfg.lora.target_modules
+        targets = OmegaConf.to_container(targets, resolve=True) if OmegaConf.is_config(targets) else targets
+        lora = {"r": int(peft_cfg.lora.r), "target_modules": targets}
+    quick = count(source, stage_name, lora, bool(model_cfg.trust_remote_code))
+    if quick is not None:
+        dtype = str(model_cfg.dtype)
+        return ModelSize(name=str(model_cfg.name_or_path), architecture=quick["architecture"], params=quick["params"],
+                         trainable=quick["trainable"], largest_layer=quick["largest_layer"],
+                         weight_bytes=_weight_bytes(quick["dtype"] if dtype == "auto" else dtype, peft_cfg))
     from .models import load_config
 
     config = load_config(model_cfg, source)
@@ -95,9 +109,12 @@ def size_from_config(config, name: str, dtype: str, peft_cfg, stage_name: str) -
     trainable = _lora_params(model, peft_cfg) if peft_cfg.method in ("lora", "qlora") else sum(params.values())
     if dtype == "auto":
         dtype = str(getattr(config, "dtype", None) or getattr(config, "torch_dtype", None) or "float32")
-    weight_bytes = 0.5 if peft_cfg.method == "qlora" else (4.0 if "32" in dtype else 2.0)
     return ModelSize(name=name, architecture=type(model).__name__, params=sum(params.values()),
-                     trainable=trainable, largest_layer=largest, weight_bytes=weight_bytes)
+                     trainable=trainable, largest_layer=largest, weight_bytes=_weight_bytes(dtype, peft_cfg))
+
+
+def _weight_bytes(dtype: str, peft_cfg) -> float:
+    return 0.5 if peft_cfg.method == "qlora" else (4.0 if "32" in dtype else 2.0)
 
 
 def _lora_params(model, peft_cfg) -> int:

@@ -18,9 +18,10 @@ log = logging.getLogger(__name__)
 
 DATA_KINDS = ("sft",)
 TRAINER = "trl.SFTConfig"
-# stage.batching -> SFTConfig fields. Measured in bench/sft_batching.py.
+# stage.batching -> SFTConfig fields; `grouped` also swaps in our sampler (rlhf/batching.py).
+# Measured side by side with plain TRL in bench/run.py (P2).
 BATCHING = {
-    "grouped": dict(packing=False, train_sampling_strategy="group_by_length"),
+    "grouped": dict(packing=False),
     "padded": dict(packing=False),
     "packed": dict(packing=True, packing_strategy="bfd"),
     "wrapped": dict(packing=True, packing_strategy="wrapped"),
@@ -56,6 +57,7 @@ def run(cfg: DictConfig, run_dir: Path):
     from transformers import EarlyStoppingCallback
     from trl import SFTConfig, SFTTrainer
 
+    from ..batching import length_grouped
     from ..models import build_policy, count_parameters, load_tokenizer, resolve_source
 
     st = cfg.stage
@@ -78,7 +80,8 @@ def run(cfg: DictConfig, run_dir: Path):
         model = build_policy(cfg.model, cfg.peft, tokenizer)
         log.info("policy %s: %s", source, count_parameters(model))
 
-        trainer = SFTTrainer(
+        trainer_cls = length_grouped(SFTTrainer) if st.batching == "grouped" else SFTTrainer
+        trainer = trainer_cls(
             model=model, args=args, processing_class=tokenizer, callbacks=callbacks,
             train_dataset=splits.train_features,
             eval_dataset=splits.eval_features if splits.eval else None,
