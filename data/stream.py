@@ -52,6 +52,7 @@ class Tally:
     tokens: int = 0  # tokens handed to the trainer
     trained_tokens: int = 0  # of which carry loss (sft)
     flagged: int = 0  # valid rows for which `scan(flag=...)` said True
+    margin: dict = field(default_factory=lambda: {True: [0, None], False: [0, None]})  # pairs with/without: [n, first]
 
     @property
     def valid(self) -> int:
@@ -83,6 +84,12 @@ def scan(cfg: DataConfig, encoder: Encoder | None = None, tokenizer: Any = None,
         if state.tally.read == read:
             what = f"data.eval_split: split {split!r} of" if is_eval else "data.source:"
             raise UserError(f"{what} {cfg.source} has no rows")
+    (n_with, first_with), (n_without, first_without) = state.tally.margin[True], state.tally.margin[False]
+    if n_with and n_without:
+        # TRL's reward loss subtracts the `margin` column from every pair: a missing one is not 0 by itself
+        raise UserError(f"data.source: {cfg.source}: field 'margin' is set on {n_with} pairs (first {first_with}) "
+                        f"but missing on {n_without} (first {first_without}); give every pair a margin "
+                        "(0 for no margin) or none")
     return state.tally
 
 
@@ -120,6 +127,12 @@ class _Pass:
                 self.dedupe.check(it, key)
             keys = [k for it, k in zip(ok, keys, strict=True) if it.ok]
             ok = [it for it in ok if it.ok]
+        if self.cfg.kind == "pair":
+            for it in ok:
+                has = it.row.get("margin") is not None
+                seen = self.tally.margin[has]
+                seen[0] += 1
+                seen[1] = seen[1] or str(it.origin)
         conv = [is_conversational(it.row) for it in ok]
         self.tally.conversational = self.tally.conversational or any(conv)
         if self.template:

@@ -30,15 +30,15 @@ def _mixed_rows(n: int) -> list:
     rows: list = []
     for i in range(n):
         rows.append({"prompt": f"Tell me about day {i}.", "chosen": f" It was sunny on day {i}.",
-                     "rejected": f" Rain {i}.", **({"margin": 0.5} if i % 5 == 0 else {})})
+                     "rejected": f" Rain {i}.", "margin": 0.5 if i % 5 == 0 else 0.0})
         if i % 9 == 0:
-            rows.append({"prompt": f"Q{i}", "chosen": " same", "rejected": " same"})
+            rows.append({"prompt": f"Q{i}", "chosen": " same", "rejected": " same", "margin": 0.0})
         if i % 13 == 0:
             rows.append(rows[i // 2])  # an exact duplicate of an earlier row
         if i % 17 == 0:
             rows.append('{"prompt": broken')
         if i % 19 == 0:
-            rows.append({"prompt": "Once upon a time there was a very long story. " * 12, "chosen": " a", "rejected": " b"})
+            rows.append({"prompt": "Once upon a time there was a very long story. " * 12, "chosen": " a", "rejected": " b", "margin": 1.0})
     return rows
 
 

@@ -127,6 +127,16 @@ def test_extra_keys_are_stripped(write_jsonl):
     assert splits.train == [{**PAIR, "margin": 1.5}]
 
 
+def test_margin_on_some_pairs_only_is_refused(write_jsonl):
+    # TRL's reward loss subtracts the margin column from every pair: a missing one must not become 0 or null
+    rows = [{**PAIR, "margin": 1.5}, {"prompt": "Q2?", "chosen": " c", "rejected": " d"}]
+    with pytest.raises(UserError, match=r"'margin' is set on 1 pairs \(first \S+:1\) but missing on 1 "
+                                        r"\(first \S+:2\)"):
+        load(write_jsonl(rows), eval_fraction=0)
+    splits = load(write_jsonl([{**r, "margin": 0.0} for r in rows[1:]] + rows[:1], "all.jsonl"), eval_fraction=0)
+    assert sorted(r["margin"] for r in splits.train) == [0.0, 1.5]
+
+
 def test_truncation_that_empties_a_row(write_jsonl, tokenizer):
     from rlhf.data import PreferenceEncoder, RewardEncoder, SFTEncoder
 
