@@ -136,12 +136,9 @@ def read_artifact(run_dir: str | Path, expect_kinds: tuple[str, ...] | None = No
 
 def parse_manifest(manifest: Path, what: str) -> Artifact:
     """The Artifact in `manifest`, or a UserError saying how the file is damaged."""
-    try:
-        data = json.loads(manifest.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise UserError(f"{what}: {manifest} is damaged (not valid JSON: {e})") from None
-    if not isinstance(data, dict):
-        raise UserError(f"{what}: {manifest} is damaged (expected a JSON object, got {type(data).__name__})")
+    from .integrity import json_object
+
+    data = json_object(manifest, what)
     problems = []
     for key, types in (("stage", str), ("kind", str), ("base_model", str), ("model_dir", (str, type(None))),
                        ("tokenizer_dir", (str, type(None))), ("adapter_dir", (str, type(None))),

@@ -29,7 +29,7 @@ def check_model_files(art, what: str) -> None:
         if not folder.is_dir():
             raise UserError(f"{what}: {folder} is missing (the manifest {art.run_dir}/artifact.json names it)")
     if art.model_dir and art.model_dir != art.adapter_dir:
-        _json_object(art.path(art.model_dir) / "config.json", what)
+        json_object(art.path(art.model_dir) / "config.json", what)
     if art.tokenizer_dir:
         _check_tokenizer(art.path(art.tokenizer_dir), what)
     for rel in dirs:
@@ -85,7 +85,8 @@ def _tensors(path: Path):
     yield from ((k, v) for k, v in state.items() if isinstance(v, torch.Tensor))
 
 
-def _json_object(path: Path, what: str) -> dict[str, Any]:
+def json_object(path: Path, what: str) -> dict[str, Any]:
+    """The JSON object in `path`, or a UserError naming the file: missing, not JSON, or not an object."""
     if not path.is_file():
         raise UserError(f"{what}: {path} is missing")
     try:
@@ -100,13 +101,13 @@ def _json_object(path: Path, what: str) -> dict[str, Any]:
 def _check_tokenizer(folder: Path, what: str) -> None:
     if not folder.is_dir():
         raise UserError(f"{what}: the tokenizer folder {folder} is missing")
-    _json_object(folder / "tokenizer_config.json", what)
+    json_object(folder / "tokenizer_config.json", what)
     present = [n for n in TOKENIZER_FILES if (folder / n).is_file()]
     if not present:
         raise UserError(f"{what}: {folder} has no tokenizer files (expected tokenizer_config.json and one of "
                         f"{', '.join(TOKENIZER_FILES)})")
     if "tokenizer.json" in present:
-        _json_object(folder / "tokenizer.json", what)
+        json_object(folder / "tokenizer.json", what)
 
 
 def same_vocabulary(a, b) -> bool:
