@@ -103,7 +103,8 @@ def format_summary(results: dict) -> str:
         if rows:
             dropped = ", ".join(f"{k} {v}" for k, v in rows["dropped"].items()) or "none"
             lines.append(f"  rows: read {rows['read']} -> {rows['rows']} rows -> {rows['valid']} valid (dropped: {dropped})"
-                         f" -> train {rows['train']} / eval {rows['eval']}, {rows['truncated_train']} truncated"
+                         f" -> train {rows['train']} / eval {rows['eval']} (truncated {rows['truncated_train']} / "
+                         f"{rows.get('truncated_eval', 0)})"
                          f" -> trained {rows.get('trained')}")
         if "eval_margin" in m:  # DPO
             lines.append(f"  held-out DPO margin {_f(m.get('eval_before_margin'))} -> {_f(m['eval_margin'])}, "
@@ -116,7 +117,7 @@ def format_summary(results: dict) -> str:
         if "eval_accuracy" in m and "eval_margin" not in m:
             before = (m.get("eval_before") or {}).get("accuracy")
             lines.append(f"  held-out pairwise accuracy {_f(before)} -> {_f(m['eval_accuracy'])} "
-                         f"on {m.get('eval_rows')} rows ({m.get('truncated_rows', 0)} truncated, none dropped)")
+                         f"on {m.get('eval_rows')} rows ({(rows or {}).get('truncated_eval', 0)} truncated, none dropped)")
             by_k = (m.get("eval") or {}).get("accuracy_by_k")
             if by_k:
                 lines.append("  accuracy by K: " + ", ".join(f"K={k} {_f(a)}" for k, a in by_k.items()))
@@ -140,5 +141,8 @@ def format_summary(results: dict) -> str:
                     lines.append(f"    {label:<14}{ev[key + '_reference']:>12.3f} {ev[key + '_policy']:>8.3f} "
                                  f"{ev[key + '_win_rate']:>9.3f}")
             lines.append(f"    {'length':<14}{ev['reference_len']:>12.1f} {ev['policy_len']:>8.1f}")
-            lines.append(f"    KL(policy || reference) = {ev['kl']:.2f} nats per sequence")
+            if "policy_ended_share" in ev:  # samples that reached EOS before the cap (evaluation.generation)
+                lines.append(f"    {'ended (EOS)':<14}{ev['reference_ended_share']:>12.0%} {ev['policy_ended_share']:>8.0%}")
+            per_token = f", {ev['kl_per_token']:.3f} per token" if ev.get("kl_per_token") is not None else ""
+            lines.append(f"    KL(policy || reference) = {ev['kl']:.2f} nats per sequence{per_token}")
     return "\n".join(lines)
