@@ -65,6 +65,10 @@ class Run:
         steady = steps[warmup:] or steps
         return sum(steady) / len(steady)
 
+    def batches(self) -> list[dict[str, Any]]:
+        """Each micro-batch's id/label shapes as the step clock recorded them (see its recorded_step)."""
+        return self.trainer.get("batches", [])
+
     def train_cpu(self) -> float:
         return sum(self.step_cpus())
 
@@ -202,6 +206,14 @@ def ratio_rows(bench: str, measure: str, unit: str, results: list[tuple[float, f
     """A row from per-pair (ours, peer) values: medians of each side, ratio ours / peer per pair."""
     return Row(bench, measure, unit, statistics.median(a for a, _ in results), statistics.median(b for _, b in results),
                [a / b for a, b in results], goal, note)
+
+
+def same_batches(results: list[tuple[Run, Run]]) -> str:
+    """A note for a per-step row: whether both sides of every pair trained on batches of the same
+    shapes and real-token counts (what makes their per-step CPU comparable)."""
+    differ = sum(o.batches() != p.batches() for o, p in results)
+    n = sum(len(o.batches()) for o, _ in results)
+    return f"same batches on both sides ({n} micro-batches)" if not differ else f"batches DIFFER in {differ} pair(s)"
 
 
 def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> Path:

@@ -11,7 +11,7 @@ fixed = whole-process CPU minus the steps (start-up, data, model, save: a 1-step
 from __future__ import annotations
 
 import prep
-from harness import Context, Row, peer, ratio_rows, side_by_side
+from harness import Context, Row, peer, ratio_rows, same_batches, side_by_side
 from harness import ours as rlhf
 
 # stage -> (data preset, ours' stage overrides, peer script, learning rate as in conf/trainer/)
@@ -55,7 +55,8 @@ def p1_overhead(ctx: Context) -> list[Row]:
             res = step_pairs(ctx, stage, model, max_length, batches[stage], steps, n)
             what = f"{stage}, {model}, batch {batches[stage]}x{max_length}"
             rows.append(ratio_rows("P1", f"CPU per step, {what}", "s",
-                                   [(o.step_cpu(), p.step_cpu()) for o, p in res], goal="<= 1.03"))
+                                   [(o.step_cpu(), p.step_cpu()) for o, p in res], goal="<= 1.03",
+                                   note=same_batches(res)))
             rows.append(ratio_rows("P1", f"fixed start-up CPU, {stage}, {model}", "s",
                                    [(o.fixed_cpu(), p.fixed_cpu()) for o, p in res]))
     return rows
@@ -75,5 +76,5 @@ def scaling(ctx: Context) -> list[Row]:
         res = step_pairs(ctx, "sft", model, length, 4, ctx.pick(4, 8), ctx.reps(1, 2), tag=f"-len{length}")
         rows.append(ratio_rows("scaling", f"SFT CPU per step, {model} ({prep.params(model) / 1e6:.1f}M), "
                                f"batch 4x{length}", "s", [(o.step_cpu(), p.step_cpu()) for o, p in res],
-                               goal="<= 1.03"))
+                               goal="<= 1.03", note=same_batches(res)))
     return rows

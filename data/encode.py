@@ -222,25 +222,24 @@ class PreferenceEncoder(Encoder):
 class SequenceFrame:
     """Special tokens around every reward-model sequence, and the content budget they leave.
 
-    ``[tokenizer's own leading specials] [BOS] content [EOS] [tokenizer's own trailing specials]``:
-    BERT adds ``[CLS] … [SEP]`` itself and has no BOS/EOS; a Llama-style tokenizer gets BOS (a causal
-    LM was pretrained with it at position 0) and EOS (a fixed last token for the classification head
-    to read) unless its own specials already hold them. Conversations get only the tokenizer's own
-    specials and BOS: their template writes the end-of-turn markers.
+    ``[tokenizer's own leading specials] content [EOS] [tokenizer's own trailing specials]``:
+    BERT adds ``[CLS] … [SEP]`` itself and has no BOS/EOS; a causal LM's tokenizer gets EOS (a fixed
+    last token for the classification head to read, as TRL's RewardTrainer appends) unless its own
+    specials already hold it. BOS is the tokenizer's own: `model.add_bos` (rlhf.models) makes it
+    prepend one, so a GPT-2 vocabulary with `add_bos: false` is framed as TRL frames it. Conversations
+    get only the tokenizer's own specials: their template writes BOS and the end-of-turn markers.
     """
 
     prefix: list[int]
     suffix: list[int]
 
     @classmethod
-    def of(cls, tokenizer: Any, add_bos: bool = True, add_eos: bool = True) -> SequenceFrame:
+    def of(cls, tokenizer: Any, add_eos: bool = True) -> SequenceFrame:
         bare = tokenizer("a", add_special_tokens=False, verbose=False)["input_ids"]
         full = tokenizer("a", add_special_tokens=True, verbose=False)["input_ids"]
         at = next((i for i in range(len(full) - len(bare) + 1) if full[i : i + len(bare)] == bare), None)
         prefix, suffix = (list(full[:at]), list(full[at + len(bare) :])) if at is not None else ([], [])
-        bos, eos = tokenizer.bos_token_id, tokenizer.eos_token_id
-        if add_bos and bos is not None and bos not in prefix:
-            prefix = prefix + [bos]
+        eos = tokenizer.eos_token_id
         if add_eos and eos is not None and eos not in suffix:
             suffix = [eos] + suffix
         return cls(prefix, suffix)
@@ -270,7 +269,7 @@ class RewardEncoder(Encoder):
         self.frame = SequenceFrame.of(tokenizer)
         own = (getattr(tokenizer, "init_kwargs", None) or {}).get(CHAT_FRAME_KEY)  # a reward artifact's (rlhf.portable)
         self.chat_frame = (SequenceFrame(list(own["prefix"]), list(own["suffix"])) if own
-                           else SequenceFrame.of(tokenizer, add_bos=False, add_eos=False))
+                           else SequenceFrame.of(tokenizer, add_eos=False))
         if self.frame.budget(max_length) < 1:
             raise UserError(f"model.max_length: {max_length} leaves no room for text after the tokenizer's "
                             f"{len(self.frame.prefix) + len(self.frame.suffix)} special tokens")

@@ -46,11 +46,12 @@ def _patch(trainer_module) -> None:
         def on_step_end(self, args, state, control, **kwargs):
             self.record["steps"].append([state.global_step, *_now()])
 
-    init, evaluate = Trainer.__init__, Trainer.evaluate
+    init, evaluate, training_step = Trainer.__init__, Trainer.evaluate, Trainer.training_step
 
     def timed_init(self, *args, **kwargs):
         init(self, *args, **kwargs)
-        self._bench_clock = {"class": type(self).__name__, "begin": None, "steps": [], "evals": []}
+        self._bench_clock = {"class": type(self).__name__, "begin": None, "steps": [], "evals": [],
+                             "batches": []}
         TRAINERS.append(self._bench_clock)
         self.add_callback(Clock(self._bench_clock))
 
@@ -65,7 +66,16 @@ def _patch(trainer_module) -> None:
                                  "at": [c0, w0], "metrics": metrics})
         return out
 
-    Trainer.__init__, Trainer.evaluate = timed_init, timed_evaluate
+    def recorded_step(self, model, inputs, *args, **kwargs):
+        # Each micro-batch's shape and real-token count per id field, so a benchmark can check that
+        # both sides trained on the same batches (otherwise a per-step ratio compares different work).
+        rec = getattr(self, "_bench_clock", None)
+        if rec is not None and isinstance(inputs, dict):
+            rec["batches"].append({k: [*v.shape, int((v != -100).sum()) if "labels" in k else None]
+                                   for k, v in inputs.items() if hasattr(v, "shape") and ("ids" in k or "labels" in k)})
+        return training_step(self, model, inputs, *args, **kwargs)
+
+    Trainer.__init__, Trainer.evaluate, Trainer.training_step = timed_init, timed_evaluate, recorded_step
 
 
 def _timed(name: str, fn):

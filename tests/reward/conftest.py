@@ -21,11 +21,13 @@ def stories_path() -> Path:
 
 @pytest.fixture(scope="session")
 def llama_tokenizer(stories_path):
-    from transformers import AutoTokenizer
+    """stories260k's tokenizer as every stage loads it: pad <unk> (id 0), BOS prepended (model.add_bos)."""
+    from omegaconf import OmegaConf
 
-    tok = AutoTokenizer.from_pretrained(stories_path)
-    tok.pad_token = tok.convert_ids_to_tokens(0)  # <unk>: stories260k has no pad token
-    return tok
+    from rlhf.models import load_tokenizer
+
+    return load_tokenizer(OmegaConf.create({"name_or_path": str(stories_path), "tokenizer": None, "revision": None,
+                                            "trust_remote_code": False, "pad_token": None, "add_bos": True}))
 
 
 @pytest.fixture(scope="session")

@@ -109,3 +109,24 @@ def test_rows_left_identical_or_no_room_are_user_errors(llama_tokenizer):
         tokenize_pairs(rows, llama_tokenizer, 32)
     with pytest.raises(UserError, match="no room"):
         tokenize_pairs([{"prompt": "p", "chosen": "c", "rejected": "r"}], llama_tokenizer, 2)
+
+
+@pytest.mark.parametrize("add_bos", [False, True])
+def test_bos_is_the_tokenizers_own_as_model_add_bos_says(stories_path, tmp_path, add_bos):
+    """A GPT-2 vocabulary (BOS = EOS = <|endoftext|>) with `model.add_bos: false` is framed as TRL's
+    RewardTrainer frames a pair (the joined text, then EOS); with `add_bos: true` BOS comes first.
+    (Before: BOS was always prepended, one token more than asked and than TRL on every sequence.)"""
+    from omegaconf import OmegaConf
+    from transformers import GPT2TokenizerFast
+
+    from rlhf.models import load_tokenizer
+
+    gpt2 = tmp_path / "gpt2"  # the asset is vocab + merges only: saved once as a fast tokenizer (as bench/prep.py)
+    GPT2TokenizerFast.from_pretrained(stories_path.parents[1] / "tokenizers" / "gpt2").save_pretrained(gpt2)
+    tok = load_tokenizer(OmegaConf.create({"name_or_path": str(gpt2), "tokenizer": None, "revision": None,
+                                           "trust_remote_code": False, "pad_token": None, "add_bos": add_bos}))
+    prompt, chosen, rejected = "\n\nHuman: Hi there\n\nAssistant:", " Hello, how can I help?", " Go away."
+    ds, _ = tokenize_pairs([{"prompt": prompt, "chosen": chosen, "rejected": rejected}], tok, 64)
+    for ids, response in ((ds[0]["chosen_ids"], chosen), (ds[0]["rejected_ids"], rejected)):
+        expected = bare(tok, prompt + response) + [tok.eos_token_id]
+        assert ids == ([tok.bos_token_id] + expected if add_bos else expected)
