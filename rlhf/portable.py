@@ -4,8 +4,8 @@ Applied to the files `rlhf.models.save_model` wrote, never to the live tokenizer
 keeps using them after saving):
 
 - a reward model's tokenizer frames and truncates `(prompt, response)` exactly as training did
-  (`rlhf.data.RewardEncoder`): its fast post-processor writes the reward frame (``[own specials]
-  [BOS] prompt response [EOS] [own specials]``, one token type), `truncation_side="left"` and
+  (`rlhf.data.RewardEncoder`): its fast post-processor writes the reward frame (``[own specials,
+  BOS if `model.add_bos`] prompt response [EOS] [own specials]``, one token type), `truncation_side="left"` and
   `model_max_length` = the training length cut the prompt from its start, so `REWARD_CALL` gives the
   framework's ids whenever the response fits; its config says `problem_type="regression"` (one raw
   score: `pipeline("text-classification")` applies no sigmoid) and carries a `reward_name`, which
