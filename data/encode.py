@@ -347,7 +347,7 @@ class PromptEncoder(Encoder):
     """Prompts to sample from: plain text with the tokenizer's specials, conversations through the
     chat template with the generation prompt (what TRL's GRPO/RLOO and `generate` feed the model)."""
 
-    kinds = ("sft", "pair", "ranked")
+    kinds = ("sft", "pair", "ranked", "prompt")
 
     def __init__(self, tokenizer: Any, max_length: int):
         super().__init__(tokenizer, max_length)

@@ -25,7 +25,7 @@ from typing import Any
 from rlhf.errors import UserError
 
 from .chat import ROLES, is_messages
-from .rows import PAIR_KEYS, RANKED_KEYS, SFT_SHAPES, Item, Origin, Problem
+from .rows import PAIR_KEYS, PROMPT_KEYS, RANKED_KEYS, SFT_SHAPES, Item, Origin, Problem
 
 MAX_LISTED = 20  # problems spelled out in one error; the rest are counted
 N_EXAMPLES = 5  # example messages per invalid reason in the `rlhf check` report
@@ -43,7 +43,7 @@ def normalize(row: dict[str, Any], kind: str, conversational: bool = False) -> t
             return {}, [Problem("missing_field", "row", f"expected prompt+completion, messages or text; has keys: {have}")]
         keys: Sequence[str] = shape
     else:
-        keys = PAIR_KEYS if kind == "pair" else RANKED_KEYS
+        keys = {"pair": PAIR_KEYS, "prompt": PROMPT_KEYS}.get(kind, RANKED_KEYS)
         if kind == "pair" and "prompt" not in row and "chosen" in row and "rejected" in row:
             row = _extract_prompt(row)
     clean = {k: row[k] for k in keys if k in row}

@@ -64,6 +64,9 @@ def error_of(path, kind="pair", **kw) -> str:
             "ranked",
             "ranks[1]: expected an integer",
         ),
+        ({"promt": "Q"}, "prompt", "bad.jsonl:2: prompt: missing (the row has `promt`"),
+        ({"prompt": [{"role": "user", "content": " "}]}, "prompt", "bad.jsonl:2: prompt[0].content: empty"),
+        ({"prompt": 7}, "prompt", "bad.jsonl:2: prompt: expected a string or a list of {role, content} messages"),
     ],
 )
 def test_each_bad_row_is_named(write_jsonl, bad_row, kind, expected):
@@ -71,6 +74,7 @@ def test_each_bad_row_is_named(write_jsonl, bad_row, kind, expected):
         "pair": PAIR,
         "sft": {"text": "A story."},
         "ranked": {"prompt": "P", "responses": [" x", " y"], "ranks": [1, 0]},
+        "prompt": {"prompt": [{"role": "user", "content": "Tell me a story."}]},
     }
     msg = error_of(write_jsonl([good[kind], bad_row], "bad.jsonl"), kind)
     assert expected in msg

@@ -144,7 +144,8 @@ def test_check_exits_2_when_rows_are_invalid(cli, tmp_path):
 
 def test_the_four_formats_train_and_each_stage_holds_what_check_counted(compose, chat_sft, tmp_path):
     """sft (messages, conversational prompt/completion), reward (pairs, implicit prompt, ranked), dpo
-    (implicit prompt), grpo (conversational prompts): every trainer holds exactly the rows validated."""
+    (implicit prompt), grpo (the prompts of implicit-prompt pairs; prompt-only rows): every trainer holds
+    exactly the rows validated."""
     from rlhf.config import stage_module
     from rlhf.data import preflight
     from rlhf.models import load_tokenizer
@@ -158,10 +159,12 @@ def test_the_four_formats_train_and_each_stage_holds_what_check_counted(compose,
                                                          "rejected": p["prompt"] + p["rejected"]} for p in pairs]),
         "ranked": _write(tmp_path / "ranked.jsonl", [{"prompt": p["prompt"], "responses": [p["chosen"], p["rejected"]],
                                                      "ranks": [0, 1]} for p in pairs]),
+        "prompts": _write(tmp_path / "prompts.jsonl", [{"prompt": p["prompt"]} for p in pairs]),  # TRL's prompt-only
     }
     runs = [("sft", "sft", ["data.kind=sft"]), ("reward", "implicit", ["data.kind=pair"]),
             ("reward", "ranked", ["data.kind=ranked"]), ("dpo", "implicit", ["data.kind=pair"]),
-            ("grpo", "implicit", ["data.kind=pair", "stage.reward_funcs=[length]"])]
+            ("grpo", "implicit", ["data.kind=pair", "stage.reward_funcs=[length]"]),
+            ("grpo", "prompts", ["data.kind=prompt", "stage.reward_funcs=[length]"])]
     for stage, data, extra in runs:
         cfg = compose(*QUIET, f"stage={stage}", "data=jsonl", f"data.source={files[data]}", "data.eval_rows=2",
                       f"model.init_from={chat_sft}", "evaluation.enabled=false", *extra)
