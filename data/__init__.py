@@ -10,11 +10,12 @@ Both read the source in chunks (`stream.scan`): memory stays bounded at any size
 `splits.eval` are `Rows` (sequences of row dicts); `splits.train_features` / `eval_features` are
 memory-mapped `datasets.Dataset`s, handed to the trainer as they are.
 
-Rows are plain dicts in one of three canonical kinds (rank 0 = best, ties allowed), each text field
+Rows are plain dicts in one of four canonical kinds (rank 0 = best, ties allowed), each text field
 either a string (TRL's standard format) or a list of {"role", "content"} messages (conversational):
     sft:    {"prompt", "completion"} | {"messages": [...]} | {"text"}
     pair:   {"prompt", "chosen", "rejected", "margin"?}  (or implicit prompt: {"chosen", "rejected"})
     ranked: {"prompt", "responses": [...], "ranks": [...]}
+    prompt: {"prompt"}  (TRL's prompt-only format: for the stages that sample)
 This package knows nothing of Hydra or stages; bad data raises `rlhf.errors.UserError`.
 """
 

@@ -30,7 +30,7 @@ from typing import Any
 from rlhf.errors import UserError
 
 from . import chat
-from .rows import Problem
+from .rows import KINDS, Problem
 from .tokens import batch_ids
 
 Row = dict[str, Any]
@@ -347,7 +347,7 @@ class PromptEncoder(Encoder):
     """Prompts to sample from: plain text with the tokenizer's specials, conversations through the
     chat template with the generation prompt (what TRL's GRPO/RLOO and `generate` feed the model)."""
 
-    kinds = ("sft", "pair", "ranked", "prompt")
+    kinds = KINDS  # every kind offers prompts: its `prompt`, or a conversation up to its last assistant turn
 
     def __init__(self, tokenizer: Any, max_length: int):
         super().__init__(tokenizer, max_length)

@@ -93,3 +93,12 @@ def test_plain_pytest_collects_the_suite():
                          text=True, timeout=300)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     assert "error" not in res.stdout.lower().splitlines()[-1]
+
+
+def test_sampling_stages_take_every_kind_the_prompt_encoder_reads():
+    """The stages' start-up list of prompt kinds (plain names, no data-layer import) is the encoder's."""
+    from rlhf.data import PromptEncoder
+    from rlhf.stages import common, critic_free, eval, generate, ppo
+
+    assert common.PROMPT_KINDS == PromptEncoder.kinds
+    assert {m.DATA_KINDS for m in (critic_free, eval, generate, ppo)} == {PromptEncoder.kinds}

@@ -67,7 +67,7 @@ def _patch(trainer_module) -> None:
         return out
 
     def recorded_step(self, model, inputs, *args, **kwargs):
-        # Each micro-batch's shape and real-token count per id field, so a benchmark can check that
+        # Each micro-batch's shape per id/label field (and the count of labelled tokens), so a benchmark can check that
         # both sides trained on the same batches (otherwise a per-step ratio compares different work).
         rec = getattr(self, "_bench_clock", None)
         if rec is not None and isinstance(inputs, dict):

@@ -159,6 +159,11 @@ def load_data(cfg: DictConfig, encoder):
     return splits
 
 
+# The row kinds of the stages that sample from prompts: every kind offers prompts (rlhf.data.PromptEncoder.kinds;
+# kept here as plain names so a stage's module does not import the data layer at start-up).
+PROMPT_KINDS = ("sft", "pair", "ranked", "prompt")
+
+
 def prompt_encoder(cfg: DictConfig, tokenizer):
     """The encoder of the stages that sample from prompts (generate, eval, ppo, grpo, rloo)."""
     from rlhf.data import PromptEncoder

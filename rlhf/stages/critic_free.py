@@ -19,7 +19,7 @@ from .curves import Curves, attach
 
 log = logging.getLogger(__name__)
 
-DATA_KINDS = ("sft", "pair", "ranked", "prompt")
+DATA_KINDS = common.PROMPT_KINDS
 encoder = common.prompt_encoder  # prompts to sample from
 TRAINER = None  # per stage name: TRAINERS
 TRAINERS = {"grpo": "trl.GRPOConfig", "rloo": "trl.RLOOConfig"}

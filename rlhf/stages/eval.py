@@ -20,7 +20,7 @@ from . import common
 
 log = logging.getLogger(__name__)
 
-DATA_KINDS = ("sft", "pair", "ranked", "prompt")
+DATA_KINDS = common.PROMPT_KINDS
 encoder = common.prompt_encoder  # prompts to sample from
 TRAINER = None
 

@@ -21,7 +21,7 @@ from .curves import Curves
 
 log = logging.getLogger(__name__)
 
-DATA_KINDS = ("sft", "pair", "ranked", "prompt")
+DATA_KINDS = common.PROMPT_KINDS
 encoder = common.prompt_encoder  # prompts to sample from
 TRAINER = "rlhf.ppo.config.PPOConfig"
 
