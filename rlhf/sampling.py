@@ -29,6 +29,9 @@ class Batch:
     prompt_width: int  # P
     response_mask: torch.Tensor  # [B, R] long: 1 on response tokens up to and including the stop token
     ended: torch.Tensor  # [B] bool: the response ended with a stop token (EOS / end of turn)
+    # [B, R] float32 log-prob of each response token under the distribution that sampled it, when the
+    # engine reports it (vLLM: after temperature/top-k/top-p); None from HF generate
+    sampler_logprobs: torch.Tensor | None = None
 
     @property
     def responses(self) -> torch.Tensor:
@@ -37,7 +40,7 @@ class Batch:
 
     def select(self, idx: torch.Tensor) -> Batch:
         return Batch(self.input_ids[idx], self.attention_mask[idx], self.prompt_width, self.response_mask[idx],
-                     self.ended[idx])
+                     self.ended[idx], None if self.sampler_logprobs is None else self.sampler_logprobs[idx])
 
     def prompt_lists(self) -> list[list[int]]:
         P = self.prompt_width
@@ -106,19 +109,19 @@ def position_ids(attention_mask: torch.Tensor) -> torch.Tensor:
 @torch.no_grad()
 def generate(model, prompt_ids: Sequence[Sequence[int]], *, pad_id: int, stop_ids: Sequence[int],
              max_new_tokens: int, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
-             num_samples: int = 1, seed: int = 0, synced: bool = False) -> Batch:
+             num_samples: int = 1, seed: int = 0, synced: bool = False, greedy: bool = False) -> Batch:
     """`num_samples` sampled responses per prompt (rows prompt-major), batched and KV-cached, each
     stopped at its first stop token. `seed` seeds the whole batch, so two models sampled with the
     same seed see the same random stream. `synced`: every rank keeps stepping until all ranks are
-    done (ZeRO-3 gathers each layer collectively)."""
+    done (ZeRO-3 gathers each layer collectively). `greedy`: argmax decoding (sampling settings unused)."""
     device = next(model.parameters()).device
     ids, mask = left_pad(prompt_ids, pad_id, device)
     stops = list(stop_ids)
     torch.manual_seed(seed)
     with evaluating(model):
         seqs = model.generate(
-            input_ids=ids, attention_mask=mask, do_sample=True, temperature=temperature, top_k=top_k or None,
-            top_p=top_p, max_new_tokens=max_new_tokens, num_return_sequences=num_samples, pad_token_id=pad_id,
+            input_ids=ids, attention_mask=mask, do_sample=not greedy, temperature=None if greedy else temperature,
+            top_k=None if greedy else top_k or None, top_p=None if greedy else top_p, max_new_tokens=max_new_tokens, num_return_sequences=num_samples, pad_token_id=pad_id,
             eos_token_id=stops or None, synced_gpus=synced,
         )
     P = ids.shape[1]
@@ -192,19 +195,21 @@ class Samples:
 
 def sample(model, tokenizer, prompts: Sequence, prompt_ids: Sequence[Sequence[int]], gen: Generation, *,
            stop_ids: Sequence[int], score_with: dict | None = None, shard: tuple[int, int] = (0, 1),
-           progress: bool = True, desc: str = "sampling") -> Samples:
+           progress: bool = True, desc: str = "sampling", engine=None) -> Samples:
     """`gen.num_samples` samples of each prompt in batches of `gen.batch_size` prompts, batch b seeded
     with `batch_seed(gen.seed, b)`; `score_with` {name: f(batch) -> [B] tensor}: also, e.g., the
-    log-probability of every sample under another model (`logprob_fn`), in the same pass."""
+    log-probability of every sample under another model (`logprob_fn`), in the same pass. `engine`:
+    the generation engine (`rlhf.engines`; None: HF generate)."""
     from tqdm.auto import tqdm
 
     names = list(score_with or {})
     out = Samples.empty(names)
     todo = list(batches(len(prompts), gen.batch_size, shard))
     for b, span in tqdm(todo, desc=desc, disable=not progress, leave=False):
-        batch = generate(model, [prompt_ids[i] for i in span], pad_id=tokenizer.pad_token_id, stop_ids=stop_ids,
-                         max_new_tokens=gen.max_new_tokens, temperature=gen.temperature, top_k=gen.top_k,
-                         top_p=gen.top_p, num_samples=gen.num_samples, seed=batch_seed(gen.seed, b))
+        batch = (engine.generate if engine is not None else generate)(
+            model, [prompt_ids[i] for i in span], pad_id=tokenizer.pad_token_id, stop_ids=stop_ids,
+            max_new_tokens=gen.max_new_tokens, temperature=gen.temperature, top_k=gen.top_k,
+            top_p=gen.top_p, num_samples=gen.num_samples, seed=batch_seed(gen.seed, b))
         for name in names:
             out.logprobs[name] += score_with[name](batch).tolist()
         responses = batch.response_lists()

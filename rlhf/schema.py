@@ -147,6 +147,27 @@ class Generation:
 
 
 @dataclass
+class VLLMSettings:
+    """`generation.vllm:` (conf/generation/*.yaml): the colocated vLLM engine's knobs, named once
+    (rlhf.engines; TRL's GRPO/RLOO `use_vllm` path gets the same ones)."""
+
+    gpu_memory_utilization: float = field(default=0.3, **_positive(gt=0, le=1))
+    kv_cache_memory_bytes: int | None = field(default=None, **_positive(ge=1))
+    max_model_len: int | None = field(default=None, **_positive(ge=2))
+    tensor_parallel_size: int = field(default=1, **_positive(ge=1))
+    enable_sleep_mode: bool = False
+    enforce_eager: bool = True
+
+
+@dataclass
+class GenerationEngine:
+    """`generation:` (conf/generation/*.yaml): which engine samples (rlhf.engines)."""
+
+    backend: Literal["hf", "vllm"] = "hf"
+    vllm: VLLMSettings = field(default_factory=VLLMSettings)
+
+
+@dataclass
 class Evaluation:
     """`evaluation:` (conf/config.yaml)."""
 

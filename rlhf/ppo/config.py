@@ -42,6 +42,10 @@ class PPOConfig:
     temperature: float = _b(1.0, gt=0)  # 1.0: sample from the policy itself (the KL penalty assumes it)
     top_k: int = _b(0, ge=0)  # 0 = off
     top_p: float = _b(1.0, gt=0, le=1)
+    # Rollouts from vLLM (generation.backend=vllm): PPO's ratio uses the trainer's recomputed log-probs and
+    # truncated importance sampling corrects for the engine's own (rlhf.ppo.core.truncated_is_weights)
+    importance_sampling_level: Literal["token", "sequence", "none"] = "token"  # token: TIS as Yao et al. 2025
+    importance_sampling_cap: float = _b(2.0, gt=0)  # C: weights above it are truncated (Yao et al. use 2)
     save_every: int = _b(10, ge=0)  # iterations between checkpoints (resume point); 0 = never
     logging_every: int = _b(1, ge=1)
     seed: int = 42

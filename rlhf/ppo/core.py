@@ -87,14 +87,46 @@ def gae(rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: 
     return adv, (adv + values) * mask
 
 
+def truncated_is_weights(old_logprobs: torch.Tensor, sampler_logprobs: torch.Tensor, mask: torch.Tensor,
+                         level: str = "token", cap: float = 2.0) -> tuple[torch.Tensor, dict[str, float]]:
+    """Truncated importance sampling (TIS; Yao et al. 2025, "Your efficient RL framework secretly
+    brings you off-policy RL training"; TRL's `vllm_importance_sampling_mode=*_truncate`, OpenRLHF):
+    the rollouts were sampled by an inference engine (μ) whose log-probs differ from the trainer's
+    own (π_old) for the same weights, so each token's PPO loss is weighted by
+
+        token:     w_t = min(π_old(y_t | s_t) / μ(y_t | s_t), C)
+        sequence:  w_t = min(Π_t π_old(y_t | s_t) / μ(y_t | s_t), C)   (one weight for the whole response)
+
+    `old_logprobs`, `sampler_logprobs`, `mask`: [B, R] (mask 1 on response tokens). Returns
+    ([B, R] weights, zero outside the mask, no gradient; stats: `logprob_diff_mean` / `_max` of
+    |log π_old − log μ| over response tokens, `is_clipped_share`: share of tokens (token level) or
+    responses (sequence level) whose weight was capped at C, `is_weight_mean`)."""
+    if level not in ("token", "sequence"):
+        raise ValueError(f"importance sampling level must be token or sequence, got {level!r}")
+    mask = mask.to(old_logprobs.dtype)
+    diff = (old_logprobs - sampler_logprobs).detach() * mask
+    log_w = diff if level == "token" else diff.sum(dim=1, keepdim=True).expand_as(diff)
+    w = torch.exp(log_w)
+    capped = w > cap
+    weights = w.clamp(max=cap) * mask
+    share = masked_mean(capped.float(), mask) if level == "token" else capped[:, 0].float().mean()
+    return weights, {"logprob_diff_mean": float(masked_mean(diff.abs(), mask)),
+                     "logprob_diff_max": float(diff.abs().max()) if diff.numel() else 0.0,
+                     "is_clipped_share": float(share), "is_weight_mean": float(masked_mean(weights, mask))}
+
+
 def policy_loss(logprobs: torch.Tensor, old_logprobs: torch.Tensor, advantages: torch.Tensor,
-                mask: torch.Tensor, clip_range: float) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """Clipped surrogate (Schulman et al. 2017): mean over tokens of max(−A·ρ, −A·clip(ρ, 1±ε))."""
+                mask: torch.Tensor, clip_range: float,
+                is_weights: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Clipped surrogate (Schulman et al. 2017): mean over tokens of max(−A·ρ, −A·clip(ρ, 1±ε)),
+    each token's term times its importance weight when `is_weights` ([B, R], `truncated_is_weights`)
+    is given."""
     log_ratio = logprobs - old_logprobs
     ratio = torch.exp(log_ratio)
     unclipped = -advantages * ratio
     clipped = -advantages * torch.clamp(ratio, 1.0 - clip_range, 1.0 + clip_range)
-    loss = masked_mean(torch.maximum(unclipped, clipped), mask)
+    per_token = torch.maximum(unclipped, clipped)
+    loss = masked_mean(per_token if is_weights is None else per_token * is_weights, mask)
     with torch.no_grad():
         stats = {
             "clipfrac": masked_mean((clipped > unclipped).float(), mask),

@@ -30,6 +30,7 @@ class Experience:
     advantages: torch.Tensor  # [B, R] GAE advantages (whitened if configured)
     returns: torch.Tensor  # [B, R] value targets A_t + V_t
     stats: dict[str, float] = field(default_factory=dict)  # rollout statistics (objective/*, val/*)
+    is_weights: torch.Tensor | None = None  # [B, R] truncated IS weights (rollouts from vLLM), else None
 
     def __len__(self) -> int:
         return self.mask.shape[0]
@@ -39,7 +40,8 @@ class Experience:
         rows = idx.tolist()
         return Experience(self.batch.select(idx), [self.prompts[i] for i in rows],
                           [self.completions[i] for i in rows], self.mask[idx], self.old_logprobs[idx],
-                          self.values[idx], self.advantages[idx], self.returns[idx])
+                          self.values[idx], self.advantages[idx], self.returns[idx],
+                          is_weights=None if self.is_weights is None else self.is_weights[idx])
 
 
 class ValueModel(nn.Module):

@@ -36,7 +36,7 @@ class PPOTrainer:
                  prompts: Sequence, prompt_ids: Sequence[Sequence[int]] | None = None, reference=None,
                  output_dir: Path | None = None, log_fn: Callable[[dict, int], None] | None = None,
                  deepspeed_config: dict | None = None, stop_ids: Sequence[int] | None = None, guard=None,
-                 on_iteration: Callable[[int], object] | None = None):
+                 on_iteration: Callable[[int], object] | None = None, engine=None):
         from trl.trainer.utils import disable_dropout_in_model
 
         self.cfg, self.policy, self.value, self.tokenizer = config, policy, value, tokenizer
@@ -46,6 +46,9 @@ class PPOTrainer:
             tokenizer(p).input_ids for p in self.prompts]
         self.stop_ids = list(stop_ids) if stop_ids is not None else [tokenizer.eos_token_id]
         self.output_dir = Path(output_dir) if output_dir else None
+        # the generation engine (rlhf.engines; None: HF generate); a vLLM engine takes the policy's weights
+        # whenever they changed since its last rollout (after every iteration's optimizer steps)
+        self.sampler = engine
         self.log_fn, self.on_iteration = log_fn, on_iteration  # on_iteration(i): rank 0, after iteration i
         self.rank, self.world_size = parallel.world()
         for m in (policy, value):
@@ -88,10 +91,11 @@ class PPOTrainer:
         c = self.cfg
         picked = self._next_prompts()
         t0 = time.perf_counter()
-        batch = generate(self.policy, [self.prompt_ids[i] for i in picked], pad_id=self.tokenizer.pad_token_id,
-                         stop_ids=self.stop_ids, max_new_tokens=c.max_new_tokens, temperature=c.temperature,
-                         top_k=c.top_k, top_p=c.top_p, seed=c.seed * 1_000_003 + self.iteration * 7_919 + self.rank,
-                         synced=self.zero3 and self.world_size > 1)
+        batch = (self.sampler.generate if self.sampler is not None else generate)(
+            self.policy, [self.prompt_ids[i] for i in picked], pad_id=self.tokenizer.pad_token_id,
+            stop_ids=self.stop_ids, max_new_tokens=c.max_new_tokens, temperature=c.temperature,
+            top_k=c.top_k, top_p=c.top_p, seed=c.seed * 1_000_003 + self.iteration * 7_919 + self.rank,
+            synced=self.zero3 and self.world_size > 1)
         rollout_s = time.perf_counter() - t0
         prompts = [self.prompts[i] for i in picked]
         completions = self.tokenizer.batch_decode(batch.responses, skip_special_tokens=True)
@@ -128,7 +132,15 @@ class PPOTrainer:
             "kl_coef": self.kl_ctl.value,
             "tokens_per_s/rollout": mask.sum().item() / max(rollout_s, 1e-9),
         }
-        return Experience(batch, prompts, completions, mask, old_logp, values, adv, returns, stats)
+        is_weights = None
+        if batch.sampler_logprobs is not None and c.importance_sampling_level != "none":
+            # the ratio uses the trainer's own log-probs (old_logp); the engine's differ a little (kernels,
+            # dtype): truncated importance sampling corrects for the behaviour policy
+            is_weights, is_stats = core.truncated_is_weights(old_logp, batch.sampler_logprobs.to(old_logp.device),
+                                                            mask, c.importance_sampling_level,
+                                                            c.importance_sampling_cap)
+            stats.update({f"rollout/{k}": v for k, v in is_stats.items()})
+        return Experience(batch, prompts, completions, mask, old_logp, values, adv, returns, stats, is_weights)
 
     def _step(self, agg: dict[str, list[float]], step: str, values: dict) -> None:
         """Clip, average across ranks and apply the accumulated gradients (without DeepSpeed), unless
@@ -186,7 +198,8 @@ class PPOTrainer:
         c = self.cfg
         with torch.enable_grad():
             logp, entropy = token_logprobs(self.policy, sub.batch, c.temperature)
-            pg, pg_stats = core.policy_loss(logp, sub.old_logprobs, sub.advantages, sub.mask, c.clip_range)
+            pg, pg_stats = core.policy_loss(logp, sub.old_logprobs, sub.advantages, sub.mask, c.clip_range,
+                                            sub.is_weights)
             vf, vf_stats = core.value_loss(self.value(sub.batch), sub.values, sub.returns, sub.mask, c.value_clip_range)
             if self.engine is not None:  # scales by 1/accumulation, steps at the boundary
                 self.engine.backward(pg + c.vf_coef * vf)

@@ -307,6 +307,7 @@ class PolicyEvaluator:
     reward: Any
     gen: Any
     n_show: int
+    generation: dict | None = None  # the `generation:` node: which engine samples (rlhf.engines)
 
     @classmethod
     def from_config(cls, cfg: DictConfig, tokenizer, splits=None) -> PolicyEvaluator | None:
@@ -339,7 +340,14 @@ class PolicyEvaluator:
         reward = reward_scorer(cfg, ev.reward_model, "evaluation.reward_model", conv) if ev.reward_model else None
         gen = Generation.from_mapping(OmegaConf.to_container(ev.generation, resolve=True))
         judge = resolve(str(ev.judge), "evaluation.judge") if ev.judge else None
-        return cls(tokenizer, prompts, ids, judge, reward, gen, int(ev.n_show))
+        engine_node = OmegaConf.to_container(cfg.generation, resolve=True) if cfg.get("generation") else None
+        return cls(tokenizer, prompts, ids, judge, reward, gen, int(ev.n_show), engine_node)
+
+    def engine(self, policy):
+        """The generation engine for sampling `policy` and its reference (rlhf.engines)."""
+        from ..engines import engine_for
+
+        return engine_for(self.generation, policy)
 
     def run(self, ctx: StageContext, policy, reference) -> dict:
         """Evaluate, write eval.json into the run dir, log to W&B, print the table."""
@@ -349,7 +357,7 @@ class PolicyEvaluator:
 
         result = evaluate_policy(policy, self.tokenizer, self.prompts, self.prompt_ids, self.gen,
                                  stop_ids=stop_token_ids(self.tokenizer), reference=reference, judge=self.judge,
-                                 reward=self.reward, n_show=self.n_show)
+                                 reward=self.reward, n_show=self.n_show, engine=self.engine(policy))
         write_json_atomic(ctx.run_dir / "eval.json", result)
         if ctx.tracker is not None:
             ctx.tracker.log_eval(result, "eval", ctx.tracker.last_step, summary=True)

@@ -61,7 +61,7 @@ class Curves:
         with torch.random.fork_rng(), evaluating(*[m for m in (policy, ref) if m is not None]):
             result = evaluate_policy(policy, ev.tokenizer, ev.prompts[:n], ev.prompt_ids[:n], ev.gen,
                                      stop_ids=stop_token_ids(ev.tokenizer), reference=ref, judge=ev.judge,
-                                     reward=ev.reward, n_show=ev.n_show)
+                                     reward=ev.reward, n_show=ev.n_show, engine=ev.engine(policy))
         self.ctx.tracker.log_eval(result, PREFIX, step)
         point = {"step": step, **{k: v for k, v in result.items() if isinstance(v, int | float)}}
         self.points.append(point)

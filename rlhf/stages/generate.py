@@ -67,6 +67,7 @@ def problems(cfg: DictConfig) -> list[str]:
 def run(cfg: DictConfig, run_dir: Path):
     import torch
 
+    from ..engines import engine_for
     from ..errors import UserError
     from ..judges import resolve
     from ..models import build_policy, load_tokenizer, resolve_source, stop_token_ids
@@ -98,7 +99,8 @@ def run(cfg: DictConfig, run_dir: Path):
         # rank 0 puts them together, scores them and writes the data.
         mine = sample(model, tokenizer, prompts, prompt_ids, gen, stop_ids=stop_token_ids(tokenizer),
                       shard=(distributed.rank(), distributed.world_size()),
-                      desc=f"sampling {gen.num_samples} x {len(prompts)}")
+                      desc=f"sampling {gen.num_samples} x {len(prompts)}",
+                      engine=engine_for(OmegaConf.to_container(cfg.generation, resolve=True), model))
         s = merge_samples(distributed.all_gather(mine))
         metrics, extra = distributed.on_main(_score_and_write, ctx.run_dir, st, prompts, s, gen.num_samples,
                                              judge, reward)

@@ -105,6 +105,7 @@ def run(cfg: DictConfig, run_dir: Path):
     import torch
 
     from ..artifacts import read_artifact, write_json_atomic
+    from ..engines import engine_for
     from ..errors import UserError
     from ..guards import StepGuard
     from ..models import build_policy, build_value_model, count_parameters, save_model, stop_token_ids
@@ -146,7 +147,8 @@ def run(cfg: DictConfig, run_dir: Path):
         trainer = PPOTrainer(ppo_cfg, policy, value, tokenizer, scorer, prompts, prompt_ids, reference=reference,
                              output_dir=ctx.run_dir, log_fn=log_fn, deepspeed_config=ds,
                              stop_ids=stop_token_ids(tokenizer), guard=guard,
-                             on_iteration=(lambda i: curves.maybe(i, trainer.policy)) if curves is not None else None)
+                             on_iteration=(lambda i: curves.maybe(i, trainer.policy)) if curves is not None else None,
+                             engine=engine_for(OmegaConf.to_container(cfg.generation, resolve=True), policy))
         ckpt = last_checkpoint(ctx.run_dir)
         if ckpt:
             log.info("resuming from %s", ckpt)
