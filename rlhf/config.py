@@ -20,6 +20,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from . import schema
+from .engines.checks import generation_problems
 from .errors import UserError, did_you_mean
 from .resources import assets_problems
 from .stages import STAGES
@@ -70,6 +71,7 @@ def validate(cfg: DictConfig) -> None:
         problems.append(f"sweep_objective: must be a dotted metric path like policy_eval.gold_policy, "
                         f"got {cfg.sweep_objective!r}")
     problems += _deepspeed_problems(node.get("deepspeed"))
+    problems += generation_problems(cfg)  # generation: (rlhf.engines)
     problems += _fault_problems(cfg)
     problems += assets_problems(cfg)
     if stage.TRAINER and cfg.mode == "train":

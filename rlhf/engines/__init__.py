@@ -19,8 +19,10 @@ copy) for the evaluation.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
-from ..sampling import Batch, generate
+if TYPE_CHECKING:
+    from ..sampling import Batch
 
 
 class HFEngine:
@@ -31,6 +33,8 @@ class HFEngine:
     def generate(self, model, prompt_ids: Sequence[Sequence[int]], *, pad_id: int, stop_ids: Sequence[int],
                  max_new_tokens: int, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
                  num_samples: int = 1, seed: int = 0, synced: bool = False, greedy: bool = False) -> Batch:
+        from ..sampling import generate
+
         return generate(model, prompt_ids, pad_id=pad_id, stop_ids=stop_ids, max_new_tokens=max_new_tokens,
                         temperature=temperature, top_k=top_k, top_p=top_p, num_samples=num_samples, seed=seed,
                         synced=synced, greedy=greedy)

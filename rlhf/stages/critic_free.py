@@ -12,7 +12,7 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from . import common
 from .curves import Curves, attach
@@ -89,8 +89,12 @@ def reward_functions(cfg: DictConfig, conversational: bool = False) -> tuple[lis
 
 
 def run(cfg: DictConfig, run_dir: Path):
+    import contextlib
+
     import trl
     from datasets import Dataset
+
+    from ..engines import trl_vllm
 
     from ..errors import UserError
     from ..models import build_policy, count_parameters, grown_vocabulary
@@ -113,7 +117,10 @@ def run(cfg: DictConfig, run_dir: Path):
         common.begin(ctx)
 
         # Held-out evaluation is ours (rlhf.evaluation), so TRL's generation-heavy eval loop stays off.
-        args = ctx.trainer_config(config_cls, eval_strategy="no")
+        # generation=vllm: TRL's own colocated vLLM path, with the settings of generation.vllm (rlhf.engines.trl_vllm)
+        gen_node = OmegaConf.to_container(cfg.generation, resolve=True) if cfg.get("generation") else {}
+        use_vllm = gen_node.get("backend") == "vllm"
+        args = ctx.trainer_config(config_cls, eval_strategy="no", **(trl_vllm.trl_args(gen_node) if use_vllm else {}))
         grown = grown_vocabulary(cfg.model, source, tokenizer)
         if grown and args.beta and cfg.peft.method == "none":  # TRL reloads the reference from the policy's path
             raise UserError(f"model.chat_template: the template added {grown} tokens to {source}, and {name.upper()}'s "
@@ -124,10 +131,11 @@ def run(cfg: DictConfig, run_dir: Path):
                  count_parameters(policy), ", ".join(reward_names), args.beta,
                  "none" if args.beta == 0 else
                  "the policy with its adapter disabled" if cfg.peft.method != "none" else source)
-        trainer = trainer_cls(model=policy, reward_funcs=funcs, args=args, processing_class=tokenizer,
-                              train_dataset=Dataset.from_dict({"prompt": prompts}))
-        attach(ctx, trainer, curves)
-        out = ctx.train(trainer)
+        with trl_vllm.patched(policy, gen_node) if use_vllm else contextlib.nullcontext():
+            trainer = trainer_cls(model=policy, reward_funcs=funcs, args=args, processing_class=tokenizer,
+                                  train_dataset=Dataset.from_dict({"prompt": prompts}))
+            attach(ctx, trainer, curves)
+            out = ctx.train(trainer)
         logged = [h for h in trainer.state.log_history if "reward" in h]
         metrics: dict = {
             **common.row_metrics(splits, len(trainer.train_dataset), 0),
