@@ -14,8 +14,11 @@ os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")  # the engine in th
 LLAMA64 = dict(hidden_size=256, intermediate_size=512, num_hidden_layers=2, num_attention_heads=4,
                num_key_value_heads=4, max_position_embeddings=256, tie_word_embeddings=False)
 # 256 MiB of KV cache: the CPU default would take 90% of RAM
-VLLM_SETTINGS = {"backend": "vllm", "vllm": {"kv_cache_memory_bytes": 256 << 20, "max_model_len": 256,
-                                             "enforce_eager": True}}
+VLLM_SETTINGS = {"backend": "vllm", "vllm": {"gpu_memory_utilization": 0.3, "kv_cache_memory_bytes": 256 << 20,
+                                             "max_model_len": 256, "tensor_parallel_size": 1,
+                                             "enable_sleep_mode": False, "enforce_eager": True}}
+# The same engine through the config (generation=vllm), and the model as a config names it.
+VLLM_OVERRIDES = ["generation=vllm", f"generation.vllm.kv_cache_memory_bytes={256 << 20}", "generation.vllm.max_model_len=256"]
 
 
 def build_llama64(out: Path, assets: Path, seed: int = 0) -> Path:

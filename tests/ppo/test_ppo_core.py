@@ -118,3 +118,34 @@ def test_adaptive_controller_moves_beta_towards_the_target():
     restored = core.AdaptiveKLController(0.5, 6.0, 100)
     restored.load_state_dict(ctl.state_dict())
     assert restored.value == ctl.value
+
+
+def test_truncated_importance_sampling_weights_by_hand():
+    # two responses: [3 tokens], [2 tokens + padding]; log π_old − log μ per token
+    old = torch.tensor([[-1.0, -2.0, -0.5], [-1.0, -1.0, 0.0]])
+    mu = torch.tensor([[-1.5, -2.0, -2.0], [-0.5, -1.2, 0.0]])
+    mask = torch.tensor([[1, 1, 1], [1, 1, 0]])
+    # token level, cap 2: exp(0.5)=1.6487, exp(0)=1, exp(1.5)=4.48 -> 2 (capped); exp(-0.5)=0.6065, exp(0.2)=1.2214
+    w, stats = core.truncated_is_weights(old, mu, mask, "token", cap=2.0)
+    expect = torch.tensor([[math.exp(0.5), 1.0, 2.0], [math.exp(-0.5), math.exp(0.2), 0.0]])
+    assert torch.allclose(w, expect, atol=1e-6)
+    assert stats["is_clipped_share"] == pytest.approx(1 / 5)
+    assert stats["logprob_diff_mean"] == pytest.approx((0.5 + 0 + 1.5 + 0.5 + 0.2) / 5)
+    assert stats["logprob_diff_max"] == pytest.approx(1.5)
+    # sequence level: one weight per response, exp(sum): exp(2.0)=7.39 -> 2 (capped); exp(-0.3)=0.7408
+    w, stats = core.truncated_is_weights(old, mu, mask, "sequence", cap=2.0)
+    assert torch.allclose(w, torch.tensor([[2.0, 2.0, 2.0], [math.exp(-0.3), math.exp(-0.3), 0.0]]), atol=1e-6)
+    assert stats["is_clipped_share"] == pytest.approx(1 / 2)
+    with pytest.raises(ValueError, match="token or sequence"):
+        core.truncated_is_weights(old, mu, mask, "tok")
+
+
+def test_policy_loss_weights_each_token_by_its_importance_weight():
+    logp = torch.tensor([[-1.0, -1.0]])
+    adv = torch.tensor([[1.0, -2.0]])
+    mask = torch.ones(1, 2)
+    w = torch.tensor([[0.5, 2.0]])
+    # ratio 1 (unclipped): per-token loss −A; weighted mean (−1·0.5 + 2·2) / 2 = 1.75
+    loss, _ = core.policy_loss(logp, logp, adv, mask, 0.2, is_weights=w)
+    assert loss.item() == pytest.approx(1.75)
+    assert core.policy_loss(logp, logp, adv, mask, 0.2)[0].item() == pytest.approx(0.5)
