@@ -95,7 +95,6 @@ def run(cfg: DictConfig, run_dir: Path):
     from datasets import Dataset
 
     from ..engines import trl_vllm
-
     from ..errors import UserError
     from ..models import build_policy, count_parameters, grown_vocabulary
 
