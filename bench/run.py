@@ -31,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import cli_speed  # noqa: E402
 import defaults  # noqa: E402
+import generation  # noqa: E402
 import kwise  # noqa: E402
 import online  # noqa: E402
 import overhead  # noqa: E402
@@ -44,6 +45,7 @@ BENCHMARKS = {
     "p5": (online.p5_online, "PPO time shares, rollout tokens/s, cost per completion vs GRPO"),
     "scaling": (overhead.scaling, "per-step ratio as the model and the length grow"),
     "p6": (cli_speed.p6_cli, "rlhf --cfg job / --help / check at 10k-1M rows"),
+    "p8": (generation.p8_generation, "rollout tokens/s and PPO iteration time, vLLM engine vs HF generate"),
 }
 
 
