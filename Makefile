@@ -49,7 +49,7 @@ demo: install
 # The main suite in .venv (the vLLM tests skip there: no vllm), then the vLLM tests (marker vllm) in .venv-vllm.
 test: install vllm-env
 	$(PY) -m pytest -q $(ARGS)
-	$(VLLM_PY) -m pytest -q -m vllm $(VLLM_ARGS)
+	$(VLLM_PY) -m pytest -q -m vllm tests/engines $(VLLM_ARGS)
 
 lint: install
 	$(VENV)/bin/ruff check .

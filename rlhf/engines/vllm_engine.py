@@ -20,6 +20,7 @@ import json
 import logging
 import os
 import tempfile
+import weakref
 from collections.abc import Iterator, Mapping, Sequence
 
 import torch
@@ -72,9 +73,10 @@ def hf_weights(model) -> Iterator[tuple[str, torch.Tensor]]:
 
 def _fingerprint(model) -> tuple:
     """Changes whenever a parameter is updated in place (optimizer step, load_state_dict) or a PEFT
-    adapter is switched on or off: a tensor's `_version` counts its in-place writes."""
+    adapter is switched on or off: a tensor's `_version` counts its in-place writes. (Which model it
+    is, is checked by identity: `VLLMEngine._holds`.)"""
     adapters = tuple(bool(getattr(m, "disable_adapters", False)) for m in model.modules() if hasattr(m, "lora_A"))
-    return id(model), tuple(p._version for p in model.parameters()), adapters
+    return tuple(p._version for p in model.parameters()), adapters
 
 
 class VLLMEngine:
@@ -99,6 +101,7 @@ class VLLMEngine:
         log.info("vLLM engine: %s, dtype %s, %s", type(base).__name__, dtype, kwargs)
         self.llm = LLM(model=self._dir.name, dtype=str(dtype).removeprefix("torch."), load_format="dummy",
                        skip_tokenizer_init=True, logprobs_mode="processed_logprobs", seed=0, **kwargs)
+        self._holds = lambda: None  # weak reference to the model whose weights the engine holds
         self._synced: tuple | None = None
         self.syncs = 0  # how many times weights were loaded (tests, bench)
 
@@ -107,12 +110,12 @@ class VLLMEngine:
     def sync(self, model) -> bool:
         """Load `model`'s weights into the engine unless they are what it holds already; True if loaded."""
         fp = _fingerprint(model)
-        if fp == self._synced:
+        if self._holds() is model and fp == self._synced:
             return False
         weights = [(k, v.detach()) for k, v in hf_weights(model)]
         self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": weights, "is_checkpoint_format": True})
         self.llm.reset_prefix_cache()
-        self._synced, self.syncs = fp, self.syncs + 1
+        self._holds, self._synced, self.syncs = weakref.ref(model), fp, self.syncs + 1
         return True
 
     # ---- sampling -----------------------------------------------------------------------------
