@@ -143,11 +143,12 @@ class VLLMEngine:
                 ids = list(c.token_ids)
                 responses.append(ids)
                 logps.append([float(lp[t].logprob) for t, lp in zip(ids, c.logprobs or [], strict=False)])
-        return _batch(prompt_ids, responses, logps, num_samples, pad_id, list(stop_ids))
+        device = next(model.parameters()).device
+        return _batch(prompt_ids, responses, logps, num_samples, pad_id, list(stop_ids), device)
 
 
-def _batch(prompt_ids, responses, logps, num_samples: int, pad_id: int, stops: list[int]) -> Batch:
-    """The Batch HF generate would give for these prompts and responses."""
+def _batch(prompt_ids, responses, logps, num_samples: int, pad_id: int, stops: list[int], device) -> Batch:
+    """The Batch HF generate would give for these prompts and responses, on the model's device."""
     prompts, prompt_mask = left_pad(prompt_ids, pad_id)
     prompts, prompt_mask = prompts.repeat_interleave(num_samples, 0), prompt_mask.repeat_interleave(num_samples, 0)
     R = max(1, max(len(r) for r in responses))
@@ -160,5 +161,5 @@ def _batch(prompt_ids, responses, logps, num_samples: int, pad_id: int, stops: l
         resp_mask[i, : len(r)] = 1
         sampler_lp[i, : len(lp)] = torch.as_tensor(lp, dtype=torch.float32)
         ended[i] = bool(r) and r[-1] in stops
-    return Batch(torch.cat([prompts, resp], 1), torch.cat([prompt_mask, resp_mask], 1), prompts.shape[1], resp_mask,
-                 ended, sampler_lp)
+    return Batch(torch.cat([prompts, resp], 1).to(device), torch.cat([prompt_mask, resp_mask], 1).to(device),
+                 prompts.shape[1], resp_mask.to(device), ended.to(device), sampler_lp.to(device))
