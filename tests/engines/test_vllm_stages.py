@@ -1,5 +1,5 @@
 """generation=vllm through the stages, in one process (one engine for all of them): PPO (rollouts,
-weight sync, TIS statistics, final evaluation), stage=eval with both backends agreeing within sampling
+weight sync, TIS statistics, curves, final evaluation), stage=eval with both backends agreeing within sampling
 noise, stage=generate with best-of-n, and TRL's GRPO with `use_vllm` colocated."""
 
 from __future__ import annotations
@@ -25,7 +25,8 @@ QUIET = ["logger=none", "debug=smoke", "evaluation.max_prompts=8", "evaluation.g
 def ppo_run(llama64, tmp_path_factory, compose_any):
     root = tmp_path_factory.mktemp("vllm-stages")
     art = run(compose_any("stage=ppo", *QUIET, *VLLM_OVERRIDES, f"model.name_or_path={llama64}", "stage.judge=vader",
-                          "stage.value_from=policy"), root / "ppo")
+                          "stage.value_from=policy", "evaluation.every_steps=1", "evaluation.curve_prompts=4"),
+              root / "ppo")
     return root, art
 
 
@@ -37,6 +38,8 @@ def test_ppo_samples_with_vllm_and_corrects_the_mismatch(ppo_run):
         assert 0 <= h["rollout/logprob_diff_mean"] < 1e-4 and h["rollout/logprob_diff_max"] < 1e-3
         assert h["rollout/is_clipped_share"] == 0 and h["rollout/is_weight_mean"] == pytest.approx(1, abs=1e-3)
     assert "kl" in art.metrics["policy_eval"] and (root / "ppo" / "eval.json").is_file()
+    curve = art.metrics["policy_eval_curve"]  # the curves sample with the same engine, after each iteration
+    assert [p["step"] for p in curve] == [1, 2] and curve[0]["kl"] != curve[1]["kl"]
 
 
 def test_eval_agrees_between_backends_within_sampling_noise(ppo_run, llama64, compose_any):
