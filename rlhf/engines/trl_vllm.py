@@ -4,8 +4,9 @@
 What `generation=vllm` does for stage=grpo / rloo:
 
 - `trl_args(node)`: TRL config keyword arguments: `use_vllm`, `vllm_mode=colocate`, the memory share,
-  tensor-parallel size, sleep mode, max model length, and TRL's importance-sampling correction on
-  (`vllm_importance_sampling_correction`, its `sampling/*` metrics then appear in our logs).
+  tensor-parallel size, sleep mode, max model length, and (GRPO) TRL's importance-sampling correction
+  on (`vllm_importance_sampling_correction`, its `sampling/*` metrics then appear in our logs; TRL
+  1.16's RLOO has none).
 - `patched(policy, node)` (a context manager around building and training the trainer):
   * every `LLM(...)` TRL builds gets the policy's dtype (TRL passes none, so vLLM's `dtype="auto"`
     would sample a float32 policy in bf16: `sampling/sampling_logp_difference` max 9e-3 instead of
@@ -23,8 +24,11 @@ import contextlib
 from collections.abc import Iterator, Mapping
 
 
-def trl_args(node: Mapping) -> dict:
-    """GRPOConfig / RLOOConfig keyword arguments for the colocated engine `generation.vllm` describes."""
+def trl_args(node: Mapping, config_cls: type) -> dict:
+    """GRPOConfig / RLOOConfig keyword arguments for the colocated engine `generation.vllm` describes
+    (those `config_cls` has: TRL 1.16's RLOO has no importance-sampling correction)."""
+    import dataclasses
+
     v = dict(node.get("vllm") or {})
     out = {"use_vllm": True, "vllm_mode": "colocate", "vllm_importance_sampling_correction": True,
            "vllm_gpu_memory_utilization": v.get("gpu_memory_utilization", 0.3),
@@ -32,7 +36,8 @@ def trl_args(node: Mapping) -> dict:
            "vllm_enable_sleep_mode": bool(v.get("enable_sleep_mode", False))}
     if v.get("max_model_len") is not None:
         out["vllm_max_model_length"] = int(v["max_model_len"])
-    return out
+    fields = {f.name for f in dataclasses.fields(config_cls)}
+    return {k: val for k, val in out.items() if k in fields}
 
 
 def _reload_sync(self) -> None:

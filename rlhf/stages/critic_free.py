@@ -119,7 +119,7 @@ def run(cfg: DictConfig, run_dir: Path):
         # generation=vllm: TRL's own colocated vLLM path, with the settings of generation.vllm (rlhf.engines.trl_vllm)
         gen_node = OmegaConf.to_container(cfg.generation, resolve=True) if cfg.get("generation") else {}
         use_vllm = gen_node.get("backend") == "vllm"
-        args = ctx.trainer_config(config_cls, eval_strategy="no", **(trl_vllm.trl_args(gen_node) if use_vllm else {}))
+        args = ctx.trainer_config(config_cls, eval_strategy="no", **(trl_vllm.trl_args(gen_node, config_cls) if use_vllm else {}))
         grown = grown_vocabulary(cfg.model, source, tokenizer)
         if grown and args.beta and cfg.peft.method == "none":  # TRL reloads the reference from the policy's path
             raise UserError(f"model.chat_template: the template added {grown} tokens to {source}, and {name.upper()}'s "
