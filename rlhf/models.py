@@ -143,8 +143,10 @@ def _load_kwargs(model_cfg, source: str, peft_cfg=None) -> dict[str, Any]:
     if peft_cfg is not None and peft_cfg.method == "qlora":
         from transformers import BitsAndBytesConfig
 
+        from .quantization import compute_dtype
+
         q = dict(peft_cfg.quantization)
-        q["bnb_4bit_compute_dtype"] = _dtype(q.get("bnb_4bit_compute_dtype", "bfloat16"))
+        q["bnb_4bit_compute_dtype"] = compute_dtype(q.get("bnb_4bit_compute_dtype"), model_cfg.dtype)
         kw["quantization_config"] = BitsAndBytesConfig(**q)
     return kw
 
@@ -328,12 +330,12 @@ def save_model(model, tokenizer, run_dir: Path, engine=None, subdir: str = "mode
     value model: "value"). Returns (model_dir, adapter_dir) relative to run_dir.
     """
     from .distributed import gathered_state_dict, is_main, is_partitioned
+    from .quantization import is_4bit, merged_copy
 
     run_dir = Path(run_dir)
     peft = hasattr(model, "peft_config")
     adapter_dir = "adapter" if peft else None
-    four_bit = peft and (getattr(model, "is_loaded_in_4bit", False)
-                         or getattr(model.base_model, "is_loaded_in_4bit", False))
+    four_bit = peft and is_4bit(model)
     if is_partitioned(model):
         if engine is not None:
             engine.empty_partition_cache()  # no parameter left in flight from the last forward pass
@@ -342,14 +344,13 @@ def save_model(model, tokenizer, run_dir: Path, engine=None, subdir: str = "mode
             _save_from_state_dict(model, state, tokenizer, run_dir, subdir, embeddings)
         return subdir, adapter_dir
     if not is_main():
-        return ("adapter" if four_bit else subdir), adapter_dir
+        return subdir, adapter_dir
     if peft:
         model.save_pretrained(run_dir / "adapter", safe_serialization=True, selected_adapters=[model.active_adapter],
                               save_embedding_layers=embeddings)
         tokenizer.save_pretrained(run_dir / "adapter")
-        if four_bit:
-            return "adapter", adapter_dir  # a 4-bit base is not merged; load base + adapter
-        model = model.merge_and_unload()
+        # a 4-bit base: the adapter merged into the base loaded in full precision (rlhf.quantization)
+        model = merged_copy(model, run_dir / "adapter", tokenizer) if four_bit else model.merge_and_unload()
     model.save_pretrained(run_dir / subdir, safe_serialization=True)
     tokenizer.save_pretrained(run_dir / subdir)
     return subdir, adapter_dir
