@@ -27,7 +27,7 @@ TESTED_BNB = "0.50.2"  # the version the QLoRA tests ran with (pyproject extra `
 INSTALL_HINT = f'pip install "rlhf-align[qlora]" (bitsandbytes=={TESTED_BNB})'
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def qlora_problem(device: str | None = None) -> str | None:
     """Why 4-bit NF4 cannot run on `device` (default: cuda if visible, else cpu), or None if it can.
 
@@ -115,3 +115,25 @@ def merged_copy(model, adapter_dir: Path, tokenizer):
     if getattr(base, "generation_config", None) is not None:
         full.generation_config = copy.deepcopy(base.generation_config)
     return full
+
+
+def adapters_in_compute_dtype(model) -> None:
+    """Give a 4-bit model's trainable parameters (LoRA adapters, a score head) the 4-bit layers'
+    compute dtype where that is float32.
+
+    TRL's trainers cast a quantised model's trainable parameters to bfloat16 (the QLoRA paper's
+    choice, section 3, for GPUs computing in bf16). Where the layers compute in float32 (a CPU: bf16
+    matmuls are slow there and lose precision), that leaves bf16 adapters between float32
+    activations, and a bf16 score head that float32 hidden states cannot pass through outside
+    TRL's loop; so they go back to float32, before the optimizer is built."""
+    import torch
+
+    if not is_4bit(model):
+        return
+    quant = model.get_base_model().config.quantization_config
+    dtype = quant.get("bnb_4bit_compute_dtype") if isinstance(quant, dict) else quant.bnb_4bit_compute_dtype
+    if dtype not in (torch.float32, "float32"):
+        return
+    for p in model.parameters():
+        if p.requires_grad and p.dtype == torch.bfloat16:
+            p.data = p.data.float()
