@@ -1,5 +1,5 @@
 """QLoRA (peft=qlora) on the CPU: the base in 4-bit NF4 through bitsandbytes' CPU kernels, LoRA
-adapters trained by SFT, reward, DPO and PPO, and an artifact any stage loads without bitsandbytes
+adapters trained by SFT, reward, DPO, PPO, GRPO and RLOO, and an artifact any stage loads without bitsandbytes
 (the adapter + the adapter merged into the full-precision base, rlhf.quantization.merged_copy)."""
 
 from __future__ import annotations
@@ -102,9 +102,9 @@ def test_reward_qlora_trains_adapter_and_score_head(sft, rm):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("stage", ["dpo", "ppo"])
+@pytest.mark.parametrize("stage", ["dpo", "ppo", "grpo", "rloo"])
 def test_policy_stage_qlora_trains_adapter_over_frozen_base(stage, sft, rm, compose, tmp_path):
-    extra = [f"stage.reward_model={rm}"]
+    extra = [f"stage.reward_model={rm}"] if stage == "ppo" else ["stage.reward_funcs=[length]"]
     if stage == "dpo":
         pairs = tmp_path / "pairs.jsonl"
         pairs.write_text("".join(json.dumps({"prompt": f"Tom had {i} balls.", "chosen": " He was happy.",
