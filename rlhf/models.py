@@ -330,7 +330,7 @@ def save_model(model, tokenizer, run_dir: Path, engine=None, subdir: str = "mode
     value model: "value"). Returns (model_dir, adapter_dir) relative to run_dir.
     """
     from .distributed import gathered_state_dict, is_main, is_partitioned
-    from .quantization import is_4bit, merged_copy
+    from .quantization import is_4bit
 
     run_dir = Path(run_dir)
     peft = hasattr(model, "peft_config")
@@ -350,10 +350,36 @@ def save_model(model, tokenizer, run_dir: Path, engine=None, subdir: str = "mode
                               save_embedding_layers=embeddings)
         tokenizer.save_pretrained(run_dir / "adapter")
         # a 4-bit base: the adapter merged into the base loaded in full precision (rlhf.quantization)
-        model = merged_copy(model, run_dir / "adapter", tokenizer) if four_bit else model.merge_and_unload()
+        model = merged_full_precision(model, run_dir / "adapter", tokenizer) if four_bit else model.merge_and_unload()
     model.save_pretrained(run_dir / subdir, safe_serialization=True)
     tokenizer.save_pretrained(run_dir / subdir)
     return subdir, adapter_dir
+
+
+def merged_full_precision(model, adapter_dir: Path, tokenizer):
+    """What a QLoRA run publishes as its model: the adapter saved in `adapter_dir` merged into the base
+    loaded in full precision (peft's documented way: a 4-bit base cannot take the update without
+    rounding it back to NF4), in the 4-bit layers' compute dtype, with the trained model's vocabulary,
+    labels, pad token and generation config. `model`: the PeftModel over the 4-bit base."""
+    import copy
+
+    from peft import PeftModel
+    from transformers import AutoConfig
+
+    from .quantization import layer_dtype
+
+    base = model.get_base_model()
+    source = model.peft_config[model.active_adapter].base_model_name_or_path
+    config = AutoConfig.from_pretrained(source)
+    for key in ("num_labels", "id2label", "label2id", "pad_token_id"):
+        setattr(config, key, copy.deepcopy(getattr(base.config, key)))
+    full = type(base).from_pretrained(source, config=config, dtype=layer_dtype(model))
+    if len(tokenizer) > full.get_input_embeddings().num_embeddings:
+        full.resize_token_embeddings(len(tokenizer))
+    full = PeftModel.from_pretrained(full, str(adapter_dir)).merge_and_unload()
+    if getattr(base, "generation_config", None) is not None:
+        full.generation_config = copy.deepcopy(base.generation_config)
+    return full
 
 
 def _save_from_state_dict(model, state: dict, tokenizer, run_dir: Path, subdir: str = "model",

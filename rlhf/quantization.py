@@ -10,7 +10,7 @@ whether `peft=qlora` can run is decided by trying it on this machine's device
 Saving: a 4-bit base cannot take the adapter's update without re-quantising it (peft's
 `merge_and_unload` on a `Linear4bit` dequantises, adds, and rounds back to NF4). peft's documented
 way for QLoRA is to load the base in full precision, load the adapter on it and merge there
-(`merged_copy`): the run directory then holds the adapter (for the 4-bit base) and a merged
+(`rlhf.models.merged_full_precision`): the run directory then holds the adapter (for the 4-bit base) and a merged
 full-precision model any stage, `transformers` or vLLM loads without bitsandbytes.
 """
 
@@ -19,7 +19,6 @@ from __future__ import annotations
 import functools
 import importlib.util
 import logging
-from pathlib import Path
 
 log = logging.getLogger(__name__)
 
@@ -85,36 +84,14 @@ def is_4bit(model) -> bool:
     return bool(getattr(base, "is_loaded_in_4bit", False))
 
 
-def merged_copy(model, adapter_dir: Path, tokenizer):
-    """The adapter saved in `adapter_dir` merged into the base loaded in full precision (peft's
-    documented way for QLoRA), as an ordinary `transformers` model in the 4-bit layers' compute
-    dtype; its vocabulary, pad token and generation config are the trained model's.
-
-    `model`: the trained PeftModel over a 4-bit base (its config names the base's source)."""
-    import copy
-
-    from peft import PeftModel
-    from transformers import AutoConfig
-
-    base = model.get_base_model()
-    source = model.peft_config[model.active_adapter].base_model_name_or_path
-    quant = base.config.quantization_config
-    dtype = getattr(quant, "bnb_4bit_compute_dtype", None) if not isinstance(quant, dict) \
-        else quant.get("bnb_4bit_compute_dtype")
+def layer_dtype(model):
+    """The torch dtype a 4-bit model's layers compute in (its `bnb_4bit_compute_dtype`)."""
     import torch
 
-    dtype = getattr(torch, dtype) if isinstance(dtype, str) else (dtype or torch.float32)
-    config = AutoConfig.from_pretrained(source)
-    for key in ("num_labels", "id2label", "label2id", "pad_token_id"):
-        if key in base.config.to_dict():
-            setattr(config, key, copy.deepcopy(getattr(base.config, key)))
-    full = type(base).from_pretrained(source, config=config, dtype=dtype)
-    if len(tokenizer) > full.get_input_embeddings().num_embeddings:
-        full.resize_token_embeddings(len(tokenizer))
-    full = PeftModel.from_pretrained(full, str(adapter_dir)).merge_and_unload()
-    if getattr(base, "generation_config", None) is not None:
-        full.generation_config = copy.deepcopy(base.generation_config)
-    return full
+    quant = model.get_base_model().config.quantization_config if hasattr(model, "get_base_model") \
+        else model.config.quantization_config
+    dtype = quant.get("bnb_4bit_compute_dtype") if isinstance(quant, dict) else quant.bnb_4bit_compute_dtype
+    return getattr(torch, dtype) if isinstance(dtype, str) else (dtype or torch.float32)
 
 
 def adapters_in_compute_dtype(model) -> None:
@@ -128,11 +105,7 @@ def adapters_in_compute_dtype(model) -> None:
     TRL's loop; so they go back to float32, before the optimizer is built."""
     import torch
 
-    if not is_4bit(model):
-        return
-    quant = model.get_base_model().config.quantization_config
-    dtype = quant.get("bnb_4bit_compute_dtype") if isinstance(quant, dict) else quant.bnb_4bit_compute_dtype
-    if dtype not in (torch.float32, "float32"):
+    if not is_4bit(model) or layer_dtype(model) != torch.float32:
         return
     for p in model.parameters():
         if p.requires_grad and p.dtype == torch.bfloat16:
