@@ -349,7 +349,7 @@ def save_model(model, tokenizer, run_dir: Path, engine=None, subdir: str = "mode
         model.save_pretrained(run_dir / "adapter", safe_serialization=True, selected_adapters=[model.active_adapter],
                               save_embedding_layers=embeddings)
         tokenizer.save_pretrained(run_dir / "adapter")
-        # a 4-bit base: the adapter merged into the base loaded in full precision (rlhf.quantization)
+        # a 4-bit base: the adapter merged into the base loaded in full precision (merged_full_precision)
         model = merged_full_precision(model, run_dir / "adapter", tokenizer) if four_bit else model.merge_and_unload()
     model.save_pretrained(run_dir / subdir, safe_serialization=True)
     tokenizer.save_pretrained(run_dir / subdir)
