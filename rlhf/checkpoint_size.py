@@ -46,7 +46,7 @@ def read_shapes(model_dir: Path) -> dict[str, list[int]] | None:
 
 def count(model_dir: str | Path, stage_name: str, lora: dict[str, Any] | None,
           trust_remote_code: bool = False) -> dict[str, Any] | None:
-    """{architecture, params, trainable, largest_layer, dtype} of the model `stage_name` builds from
+    """{architecture, params, trainable, largest_layer, dtype, block_linear} of the model `stage_name` builds from
     `model_dir` (reward: a sequence classifier with one output), or None where this path does not
     apply. lora: {"r": int, "target_modules": [...]} when LoRA/QLoRA is on, else None."""
     model_dir = Path(model_dir)
@@ -91,5 +91,7 @@ def count(model_dir: str | Path, stage_name: str, lora: dict[str, Any] | None,
         trainable = sum(r * (shapes[k][0] + shapes[k][1]) for k in numel
                         if k.endswith(".weight") and k.rsplit(".", 2)[-2] in targets and len(shapes.get(k, ())) == 2)
     dtype = config.get("dtype") or config.get("torch_dtype") or "float32"
+    # the Linear weights of the transformer blocks (2-D there; norms are 1-D): what QLoRA stores in 4 bits
+    block_linear = sum(n for k, n in numel.items() if ".layers." in k and k.endswith(".weight") and len(shapes[k]) == 2)
     return {"architecture": arch, "params": params, "trainable": trainable,
-            "largest_layer": max(modules.values(), default=0), "dtype": str(dtype)}
+            "largest_layer": max(modules.values(), default=0), "dtype": str(dtype), "block_linear": block_linear}

@@ -108,13 +108,11 @@ def _peft_problems(node: dict, mode: str) -> list[str]:
     if node["method"] != "none":
         out += peft_problems(node.get("lora"))  # the config-as-code boundary (rlhf.trust)
     if mode == "train" and node["method"] == "qlora":
-        import torch
+        from .quantization import qlora_problem
 
-        if not torch.cuda.is_available():
-            out.append("peft=qlora: 4-bit QLoRA needs a CUDA GPU (bitsandbytes kernels); none is visible. "
-                       "Use peft=lora on this machine.")
-        elif importlib.util.find_spec("bitsandbytes") is None:
-            out.append("peft=qlora: bitsandbytes is not installed (pip install bitsandbytes)")
+        problem = qlora_problem()  # decided by trying a 4-bit layer on this device (cached)
+        if problem:
+            out.append(f"peft=qlora: 4-bit QLoRA cannot run here: {problem}; or use peft=lora")
     return out
 
 

@@ -14,6 +14,13 @@ weights, split only under stage 3. Activations, temporary buffers and the CUDA c
 side). Where DeepSpeed's estimators apply (ZeRO-2/3, full fine-tuning) their figures are given
 beside ours.
 
+QLoRA (peft=qlora) stores the Linear layers of the transformer blocks in 4-bit NF4: half a byte per
+weight plus its block constants (one fp32 absmax per 64 weights, 0.5 bit; with double quantisation
+an 8-bit absmax per 64 and an fp32 constant per 256 blocks, 8/64 + 32/(64*256) = 0.127 bit: Dettmers
+et al., 2023, QLoRA, section 3). Embeddings, norms and the output head stay unquantised and peft's
+`prepare_model_for_kbit_training` casts them to float32; the adapters' gradients and Adam state are
+counted as fp32 (TRL trains them in bf16 on a GPU: an overestimate of a small term).
+
 The parameter count comes from the model's config alone: the model is built on the meta device
 (no weights read, no memory used), so an 8B config is counted in a second.
 """
@@ -29,6 +36,8 @@ from .errors import UserError
 
 STAGES_WITH_REFERENCE = ("dpo", "ppo", "grpo", "rloo")
 GIB = 2**30
+# bytes per NF4 weight, by double quantisation: 4 bits + its share of the block constants (QLoRA, section 3)
+NF4_BYTES = {True: (4 + 8 / 64 + 32 / (64 * 256)) / 8, False: (4 + 32 / 64) / 8}
 
 
 @dataclass
@@ -38,7 +47,9 @@ class ModelSize:
     params: int           # distinct parameters (tied embeddings counted once)
     trainable: int        # what gets gradients and optimizer state (LoRA: the adapters only)
     largest_layer: int    # parameters of the largest single module (DeepSpeed's ZeRO-3 estimator uses it)
-    weight_bytes: float   # bytes per stored weight (fp32 4, bf16/fp16 2, 4-bit QLoRA 0.5)
+    weight_bytes: float   # bytes per stored weight (fp32 4, bf16/fp16 2); QLoRA: of the unquantised ones (4)
+    quantized: int = 0    # weights stored in 4-bit NF4 (QLoRA: the blocks' Linear layers), each nf4_bytes
+    nf4_bytes: float = 0.0  # bytes per 4-bit weight with its block constants (NF4_BYTES)
 
 
 @dataclass
@@ -87,7 +98,8 @@ def model_size(source: str, model_cfg, peft_cfg, stage_name: str) -> ModelSize:
         dtype = str(model_cfg.dtype)
         return ModelSize(name=str(model_cfg.name_or_path), architecture=quick["architecture"], params=quick["params"],
                          trainable=quick["trainable"], largest_layer=quick["largest_layer"],
-                         weight_bytes=_weight_bytes(quick["dtype"] if dtype == "auto" else dtype, peft_cfg))
+                         weight_bytes=_weight_bytes(quick["dtype"] if dtype == "auto" else dtype, peft_cfg),
+                         **_quantized(quick["block_linear"], peft_cfg))
     from .models import load_config
 
     config = load_config(model_cfg, source)
@@ -109,12 +121,30 @@ def size_from_config(config, name: str, dtype: str, peft_cfg, stage_name: str) -
     trainable = _lora_params(model, peft_cfg) if peft_cfg.method in ("lora", "qlora") else sum(params.values())
     if dtype == "auto":
         dtype = str(getattr(config, "dtype", None) or getattr(config, "torch_dtype", None) or "float32")
+    heads = {id(m) for m in (model.get_output_embeddings(), getattr(model, "score", None)) if m is not None}
+    block_linear = sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Linear) and id(m) not in heads)
     return ModelSize(name=name, architecture=type(model).__name__, params=sum(params.values()),
-                     trainable=trainable, largest_layer=largest, weight_bytes=_weight_bytes(dtype, peft_cfg))
+                     trainable=trainable, largest_layer=largest, weight_bytes=_weight_bytes(dtype, peft_cfg),
+                     **_quantized(block_linear, peft_cfg))
 
 
 def _weight_bytes(dtype: str, peft_cfg) -> float:
-    return 0.5 if peft_cfg.method == "qlora" else (4.0 if "32" in dtype else 2.0)
+    """Bytes per unquantised weight: QLoRA's are float32 (prepare_model_for_kbit_training casts them)."""
+    return 4.0 if peft_cfg.method == "qlora" or "32" in dtype else 2.0
+
+
+def _quantized(block_linear: int, peft_cfg) -> dict[str, Any]:
+    """ModelSize's 4-bit fields: the blocks' Linear weights under QLoRA (transformers keeps the
+    output head and embeddings unquantised), else none."""
+    if peft_cfg.method != "qlora":
+        return {}
+    quant = peft_cfg.get("quantization") or {}
+    return {"quantized": int(block_linear), "nf4_bytes": NF4_BYTES[bool(quant.get("bnb_4bit_use_double_quant", False))]}
+
+
+def weight_bytes_total(size: ModelSize) -> float:
+    """Bytes of the stored weights: the 4-bit ones with their constants, the rest at weight_bytes."""
+    return size.quantized * size.nf4_bytes + (size.params - size.quantized) * size.weight_bytes
 
 
 def _lora_params(model, peft_cfg) -> int:
@@ -132,10 +162,10 @@ def per_process(size: ModelSize, zero: ZeroSetup, world_size: int, reference: bo
     n = max(1, int(world_size))
     full_precision = size.weight_bytes >= 4
     grad_b, opt_b = (4.0, 8.0) if full_precision else (2.0, 12.0)
-    weights = size.params * size.weight_bytes / (n if zero.stage == 3 else 1)
+    weights = weight_bytes_total(size) / (n if zero.stage == 3 else 1)
     grads = size.trainable * grad_b / (n if zero.stage >= 2 else 1)
     optimizer = size.trainable * opt_b / (n if zero.stage >= 1 else 1)
-    ref = size.params * size.weight_bytes / (n if zero.stage == 3 else 1) if reference else 0.0
+    ref = weight_bytes_total(size) / (n if zero.stage == 3 else 1) if reference else 0.0
     gpu = {"params": weights, "grads": grads, "optimizer": optimizer, "reference": ref}
     cpu = {}
     if zero.offload_optimizer:
@@ -201,7 +231,10 @@ def format_estimate(est: dict[str, Any]) -> str:
         "memory preflight (model states per process: weights, gradients, Adam state; "
         f"{est['excluded']} come on top):",
         f"  {m['name']}: {m['architecture']}, {m['params'] / 1e6:,.2f}M params, "
-        f"{m['trainable'] / 1e6:,.2f}M trained, {m['weight_bytes']:g} bytes per weight"
+        f"{m['trainable'] / 1e6:,.2f}M trained, "
+        + (f"{m['quantized'] / 1e6:,.2f}M weights in 4-bit NF4 ({m['nf4_bytes']:.3f} bytes each), the rest "
+           if m.get("quantized") else "")
+        + f"{m['weight_bytes']:g} bytes per weight"
         + (", + a frozen reference copy" if est["reference_model"] else ""),
         f"  chosen: {est['setup']}, {est['world_size']} process{'es' if est['world_size'] > 1 else ''}: "
         f"{_fmt(c['gpu_bytes'])} per GPU (" + ", ".join(f"{k} {_fmt(v)}" for k, v in c["gpu"].items() if v)

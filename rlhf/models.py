@@ -143,8 +143,10 @@ def _load_kwargs(model_cfg, source: str, peft_cfg=None) -> dict[str, Any]:
     if peft_cfg is not None and peft_cfg.method == "qlora":
         from transformers import BitsAndBytesConfig
 
+        from .quantization import compute_dtype
+
         q = dict(peft_cfg.quantization)
-        q["bnb_4bit_compute_dtype"] = _dtype(q.get("bnb_4bit_compute_dtype", "bfloat16"))
+        q["bnb_4bit_compute_dtype"] = compute_dtype(q.get("bnb_4bit_compute_dtype"), model_cfg.dtype)
         kw["quantization_config"] = BitsAndBytesConfig(**q)
     return kw
 
@@ -328,12 +330,12 @@ def save_model(model, tokenizer, run_dir: Path, engine=None, subdir: str = "mode
     value model: "value"). Returns (model_dir, adapter_dir) relative to run_dir.
     """
     from .distributed import gathered_state_dict, is_main, is_partitioned
+    from .quantization import is_4bit
 
     run_dir = Path(run_dir)
     peft = hasattr(model, "peft_config")
     adapter_dir = "adapter" if peft else None
-    four_bit = peft and (getattr(model, "is_loaded_in_4bit", False)
-                         or getattr(model.base_model, "is_loaded_in_4bit", False))
+    four_bit = peft and is_4bit(model)
     if is_partitioned(model):
         if engine is not None:
             engine.empty_partition_cache()  # no parameter left in flight from the last forward pass
@@ -342,17 +344,42 @@ def save_model(model, tokenizer, run_dir: Path, engine=None, subdir: str = "mode
             _save_from_state_dict(model, state, tokenizer, run_dir, subdir, embeddings)
         return subdir, adapter_dir
     if not is_main():
-        return ("adapter" if four_bit else subdir), adapter_dir
+        return subdir, adapter_dir
     if peft:
         model.save_pretrained(run_dir / "adapter", safe_serialization=True, selected_adapters=[model.active_adapter],
                               save_embedding_layers=embeddings)
         tokenizer.save_pretrained(run_dir / "adapter")
-        if four_bit:
-            return "adapter", adapter_dir  # a 4-bit base is not merged; load base + adapter
-        model = model.merge_and_unload()
+        # a 4-bit base: the adapter merged into the base loaded in full precision (merged_full_precision)
+        model = merged_full_precision(model, run_dir / "adapter", tokenizer) if four_bit else model.merge_and_unload()
     model.save_pretrained(run_dir / subdir, safe_serialization=True)
     tokenizer.save_pretrained(run_dir / subdir)
     return subdir, adapter_dir
+
+
+def merged_full_precision(model, adapter_dir: Path, tokenizer):
+    """What a QLoRA run publishes as its model: the adapter saved in `adapter_dir` merged into the base
+    loaded in full precision (peft's documented way: a 4-bit base cannot take the update without
+    rounding it back to NF4), in the 4-bit layers' compute dtype, with the trained model's vocabulary,
+    labels, pad token and generation config. `model`: the PeftModel over the 4-bit base."""
+    import copy
+
+    from peft import PeftModel
+    from transformers import AutoConfig
+
+    from .quantization import layer_dtype
+
+    base = model.get_base_model()
+    source = model.peft_config[model.active_adapter].base_model_name_or_path
+    config = AutoConfig.from_pretrained(source)
+    for key in ("num_labels", "id2label", "label2id", "pad_token_id"):
+        setattr(config, key, copy.deepcopy(getattr(base.config, key)))
+    full = type(base).from_pretrained(source, config=config, dtype=layer_dtype(model))
+    if len(tokenizer) > full.get_input_embeddings().num_embeddings:
+        full.resize_token_embeddings(len(tokenizer))
+    full = PeftModel.from_pretrained(full, str(adapter_dir)).merge_and_unload()
+    if getattr(base, "generation_config", None) is not None:
+        full.generation_config = copy.deepcopy(base.generation_config)
+    return full
 
 
 def _save_from_state_dict(model, state: dict, tokenizer, run_dir: Path, subdir: str = "model",

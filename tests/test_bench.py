@@ -78,4 +78,4 @@ def test_gpu_script_dry_run_builds_and_runs_the_whole_plan_on_cpu(tmp_path):
         assert got[name]["exit"] == 0 and got[name]["tokens_per_s"] > 0, got[name]
     assert got["batching_grouped"]["real_tokens_per_s"] > 0 and got["batching_packed_sdpa"]["real_tokens_per_s"] > 0
     assert got["ppo"]["rollout_tokens_per_s"] > 0
-    assert "skipped" in got["qlora"]
+    assert got["qlora"]["exit"] == 0, got["qlora"]  # 4-bit NF4 on the CPU

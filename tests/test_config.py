@@ -109,12 +109,12 @@ def test_trainer_config_defaults_to_cpu_without_gpu(compose):
     assert args.use_cpu and not args.bf16 and not args.gradient_checkpointing
 
 
-def test_qlora_without_cuda_fails_at_validation(compose):
-    from rlhf.config import validate
+def test_qlora_refused_where_a_4bit_layer_cannot_run():
+    from rlhf.quantization import qlora_problem
 
-    with pytest.raises(UserError) as e:
-        validate(compose("peft=qlora"))
-    assert "QLoRA needs a CUDA GPU" in e.value.message
+    assert qlora_problem() is None  # this machine's device (the CPU here): bitsandbytes runs NF4 on it
+    problem = qlora_problem("meta")  # a device bitsandbytes has no kernels for
+    assert problem and "cannot run a 4-bit layer on meta" in problem and "rlhf-align[qlora]" in problem
 
 
 def test_missing_mandatory_and_wrong_kind_listed_together(compose):
@@ -144,11 +144,18 @@ def test_cli_bad_override_exits_2_without_traceback(cli):
     assert "Traceback" not in res.stderr
 
 
-def test_cli_qlora_on_cpu_exits_2_and_leaves_no_run_dir(cli, tmp_path):
-    res = cli("peft=qlora")
+def test_cli_qlora_refusal_names_what_to_install(tmp_path):
+    """Without bitsandbytes (its import blocked the standard way: None in sys.modules, so
+    importlib.util.find_spec answers None as for a package that is not installed), the real CLI
+    exits 2 with one message naming what to install, and leaves no run directory."""
+    code = ("import sys\nsys.modules['bitsandbytes'] = None\nsys.argv = ['rlhf', 'peft=qlora']\n"
+            "from rlhf.cli import main\nmain()\n")
+    env = {**os.environ, "RLHF_RUNS_DIR": str(tmp_path / "runs"), "WANDB_MODE": "offline"}
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=tmp_path,
+                         timeout=300)
     assert res.returncode == 2, res.stderr
-    assert "rlhf: error:" in res.stderr and "QLoRA needs a CUDA GPU" in res.stderr
-    assert "Traceback" not in res.stderr
+    assert "rlhf: error:" in res.stderr and "4-bit QLoRA cannot run here: bitsandbytes is not installed" in res.stderr
+    assert "rlhf-align[qlora]" in res.stderr and "Traceback" not in res.stderr
     runs = tmp_path / "runs"
     assert not runs.exists() or not any(p.is_file() for p in runs.rglob("*"))
 

@@ -131,8 +131,13 @@ def begin(ctx: StageContext) -> None:
 
 
 def track(ctx: StageContext, trainer) -> None:
-    """Keep a TRL trainer's logged steps in the run dir's history.jsonl, whatever the logger."""
+    """Keep a TRL trainer's logged steps in the run dir's history.jsonl, whatever the logger.
+    Every TRL stage calls it once its trainer is built, so QLoRA's adapters are set to the 4-bit
+    layers' compute dtype here too (rlhf.quantization.adapters_in_compute_dtype)."""
+    from ..quantization import adapters_in_compute_dtype
+
     trainer.add_callback(history_callback(ctx.tracker))
+    adapters_in_compute_dtype(trainer.model)
 
 
 def data_config(node):

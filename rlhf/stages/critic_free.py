@@ -14,7 +14,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from . import common
+from . import common, grpo_losses
 from .curves import Curves, attach
 
 log = logging.getLogger(__name__)
@@ -39,6 +39,8 @@ def problems(cfg: DictConfig) -> list[str]:
     out = []
     if cfg.mode == "train":
         out += trainer_problems(TRAINERS[cfg.stage.name], dict(cfg.trainer), dict(cfg.model))
+    if cfg.stage.name == "grpo":
+        out += grpo_losses.problems(dict(cfg.trainer))  # TRL checks them only at the first loss
     st = cfg.stage
     if not st.get("reward_model") and not st.get("reward_funcs"):
         out.append(f"stage={st.name}: set stage.reward_model (a reward run dir) and/or stage.reward_funcs "
@@ -140,6 +142,8 @@ def run(cfg: DictConfig, run_dir: Path):
             **common.row_metrics(splits, len(trainer.train_dataset), 0),
             "prompts": len(prompts), "rewards": reward_names, "beta": args.beta,
             "num_generations": args.num_generations, **count_parameters(policy),
+            **({"loss_type": args.loss_type, "importance_sampling_level": args.importance_sampling_level}
+               if name == "grpo" else {}),
             "train_loss": out.training_loss, "train_runtime_s": out.metrics.get("train_runtime"),
             "reward_first": logged[0]["reward"] if logged else None,
             "reward_last": logged[-1]["reward"] if logged else None,
