@@ -117,8 +117,8 @@ def _peft_problems(node: dict, mode: str) -> list[str]:
 
 
 def _fault_problems(cfg: DictConfig) -> list[str]:
-    """The `nonfinite:` and `resume:` nodes (rlhf.guards, rlhf.resume)."""
-    from .guards import config_problems
+    """The `nonfinite:` and `resume:` nodes (rlhf.run.guards, rlhf.run.resume)."""
+    from .run.guards import config_problems
 
     out = config_problems(cfg)
     resume = cfg.get("resume")

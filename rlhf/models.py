@@ -14,7 +14,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from .artifacts import Artifact, read_artifact
+from .run.artifacts import Artifact, read_artifact
 from .errors import UserError, did_you_mean
 
 log = logging.getLogger(__name__)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from .artifacts import MANIFEST, config_hash, read_artifact, strict_json
+from .run.artifacts import MANIFEST, config_hash, read_artifact, strict_json
 from .distributed import is_main
 from .errors import UserError
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from rlhf.artifacts import Artifact, RunDir, read_artifact, write_artifact
+from rlhf.run.artifacts import Artifact, RunDir, read_artifact, write_artifact
 from rlhf.errors import UserError
 
 STORIES = Path(os.environ.get("RLHF_ASSETS_DIR", Path(__file__).resolve().parents[2] / "shared" / "assets")) / \

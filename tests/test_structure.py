@@ -68,7 +68,7 @@ def test_the_import_graph_has_no_cycle():
             visit(n)
     # the intended direction: the CLI reaches the stages through the pipeline/runner, never back
     assert "rlhf.cli" not in {m for n, deps in graph.items() if n != "rlhf.__main__" for m in deps}
-    assert not any(d.startswith("rlhf.stages") for d in graph["rlhf.distributed"] | graph["rlhf.artifacts"])
+    assert not any(d.startswith("rlhf.stages") for d in graph["rlhf.distributed"] | graph["rlhf.run.artifacts"])
     assert not any(d.startswith(("rlhf.stages", "rlhf.cli")) for n in modules if n.startswith(("rlhf.data",
                                                                                              "rlhf.reward"))
                    for d in graph[n])

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from rlhf.artifacts import Artifact
+from rlhf.run.artifacts import Artifact
 from rlhf.cli import sweep_objective
 from rlhf.errors import UserError
 from rlhf.memory import ModelSize, ZeroSetup, estimate, per_process, zero_setup

@@ -40,7 +40,7 @@ class PPOTrainer:
         from trl.trainer.utils import disable_dropout_in_model
 
         self.cfg, self.policy, self.value, self.tokenizer = config, policy, value, tokenizer
-        self.guard = guard  # rlhf.guards.StepGuard: what a non-finite loss or gradient norm does
+        self.guard = guard  # rlhf.run.guards.StepGuard: what a non-finite loss or gradient norm does
         self.scorer, self.prompts, self.ref_model = scorer, list(prompts), reference
         self.prompt_ids = [list(x) for x in prompt_ids] if prompt_ids is not None else [
             tokenizer(p).input_ids for p in self.prompts]

@@ -12,7 +12,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from .. import distributed
-from ..artifacts import Artifact, RunDir, config_hash, write_artifact
+from ..run.artifacts import Artifact, RunDir, config_hash, write_artifact
 from ..errors import UserError
 from ..tracking import Tracker, finish_run, history_callback, setup_reporting
 
@@ -67,8 +67,8 @@ class StageContext:
 
     def train(self, trainer):
         """`trainer.train()`: resumed from the newest complete checkpoint of an interrupted run in this
-        run dir, under the non-finite guard; `train_loss` covers the whole run (rlhf.resume.train)."""
-        from .. import resume
+        run dir, under the non-finite guard; `train_loss` covers the whole run (rlhf.run.resume.train)."""
+        from ..run import resume
 
         out = resume.train(trainer, self.cfg, self.run_dir)
         self.train_info = {k: out.metrics[k] for k in ("train_steps", "resumed_from_step", "nonfinite_skipped_steps")
@@ -101,8 +101,8 @@ def before_training(trainer, evaluate) -> None:
 
 def start(cfg: DictConfig, run_dir: Path) -> tuple[RunDir, StageContext]:
     """The run dir, owned by this run (locked; a finished or live one refused), and the stage context.
-    An interrupted run there is resumed only under the config that started it (rlhf.resume)."""
-    from .. import resume
+    An interrupted run there is resumed only under the config that started it (rlhf.run.resume)."""
+    from ..run import resume
 
     rd = RunDir(run_dir)
     rd.config_hash = config_hash(OmegaConf.to_container(cfg, resolve=True))
@@ -232,7 +232,7 @@ def finish(ctx: StageContext, *, kind: str, model, tokenizer, metrics: dict[str,
     else:
         model_dir, adapter_dir = save(ctx, model, tokenizer, engine) if model is not None else (None, None)
     cfg = ctx.cfg
-    from ..guards import check_published
+    from ..run.guards import check_published
 
     # Every tensor finite before anything is published (rank 0 reads what it saved; all ranks learn the verdict).
     value_dir = (extra or {}).get("value_dir")
@@ -241,7 +241,7 @@ def finish(ctx: StageContext, *, kind: str, model, tokenizer, metrics: dict[str,
     extra = {**(extra or {}), **({"resume": ctx.resume_info} if ctx.resume_info else {})}
     base = cfg.model.name_or_path
     if cfg.model.init_from:
-        from ..artifacts import read_artifact
+        from ..run.artifacts import read_artifact
 
         base = read_artifact(cfg.model.init_from).base_model
     runs, start = outputs.lineage(cfg, ctx.run_dir)
@@ -343,7 +343,7 @@ class PolicyEvaluator:
 
     def run(self, ctx: StageContext, policy, reference) -> dict:
         """Evaluate, write eval.json into the run dir, log to W&B, print the table."""
-        from ..artifacts import write_json_atomic
+        from ..run.artifacts import write_json_atomic
         from ..evaluation import evaluate_policy, format_eval
         from ..models import stop_token_ids
 

@@ -39,7 +39,7 @@ def problems(cfg: DictConfig) -> list[str]:
 
 
 def run(cfg: DictConfig, run_dir: Path):
-    from ..artifacts import read_artifact
+    from ..run.artifacts import read_artifact
     from ..errors import UserError
     from ..models import load_frozen_policy, load_tokenizer, resolve_source
 

@@ -112,7 +112,7 @@ def _score_and_write(run_dir: Path, st, prompts, s, k: int, judge, reward) -> tu
     gold), write samples.jsonl, the preference data and generate.json."""
     from rlhf.data.chat import plain_text
 
-    from ..artifacts import write_json_atomic
+    from ..run.artifacts import write_json_atomic
     from ..errors import UserError
 
     texts = [plain_text(p) for p in s.prompts]

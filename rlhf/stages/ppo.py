@@ -71,9 +71,9 @@ def problems(cfg: DictConfig) -> list[str]:
 
 def _value_vocabulary_problems(cfg: DictConfig, tokenizer) -> list[str]:
     """A value model made from the reward model reads the policy's token ids: the reward model must
-    use the same vocabulary (rlhf.integrity.same_vocabulary). Loads tokenizers only."""
-    from ..artifacts import read_artifact
-    from ..integrity import same_vocabulary
+    use the same vocabulary (rlhf.run.integrity.same_vocabulary). Loads tokenizers only."""
+    from ..run.artifacts import read_artifact
+    from ..run.integrity import same_vocabulary
     from ..models import artifact_tokenizer, load_tokenizer, resolve_source
 
     art = read_artifact(cfg.stage.reward_model, expect_kinds=("reward",), what="stage.reward_model")
@@ -104,9 +104,9 @@ def _scorer(cfg: DictConfig, conversational: bool):
 def run(cfg: DictConfig, run_dir: Path):
     import torch
 
-    from ..artifacts import read_artifact, write_json_atomic
+    from ..run.artifacts import read_artifact, write_json_atomic
     from ..errors import UserError
-    from ..guards import StepGuard
+    from ..run.guards import StepGuard
     from ..models import build_policy, build_value_model, count_parameters, save_model, stop_token_ids
     from ..ppo import PPOConfig, PPOTrainer, ValueModel, kl_trace_summary, last_checkpoint
 

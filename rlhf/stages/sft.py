@@ -18,7 +18,7 @@ log = logging.getLogger(__name__)
 
 DATA_KINDS = ("sft",)
 TRAINER = "trl.SFTConfig"
-# stage.batching -> SFTConfig fields; `grouped` also swaps in our sampler (rlhf/batching.py).
+# stage.batching -> SFTConfig fields; `grouped` also swaps in our sampler (rlhf/stages/batching.py).
 # Measured side by side with plain TRL in bench/run.py (P2).
 BATCHING = {
     "grouped": dict(packing=False),
@@ -57,7 +57,7 @@ def run(cfg: DictConfig, run_dir: Path):
     from transformers import EarlyStoppingCallback
     from trl import SFTConfig, SFTTrainer
 
-    from ..batching import length_grouped
+    from .batching import length_grouped
     from ..models import build_policy, count_parameters, load_tokenizer, resolve_source
 
     st = cfg.stage

@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from rlhf.artifacts import read_artifact
+from rlhf.run.artifacts import read_artifact
 from rlhf.errors import UserError
 from rlhf.runner import run_stage as run
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from rlhf.artifacts import read_artifact
+from rlhf.run.artifacts import read_artifact
 from rlhf.errors import UserError
 from rlhf.runner import run_stage as run
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from rlhf.artifacts import Artifact, RunDir, read_artifact, write_artifact
+from rlhf.run.artifacts import Artifact, RunDir, read_artifact, write_artifact
 from rlhf.errors import UserError
 from rlhf.runner import run_stage as run
 

@@ -25,7 +25,7 @@ from pathlib import Path
 from transformers import TrainerCallback
 from transformers.trainer_callback import ExportableState
 
-from .errors import RunFailed
+from ..errors import RunFailed
 
 log = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@ best-of-n `generate.json`, and writes next to them:
   frontier.png   left: gold score (the judge) against KL(policy || reference); right: the reward
                  model's (proxy) score against the same KL. Where the proxy keeps rising and the gold
                  score does not is over-optimisation (Gao et al. 2023). KL axis from 0, where the
-                 reference sits; bars: bootstrap intervals over prompts on both axes (rlhf/stats.py).
+                 reference sits; bars: bootstrap intervals over prompts on both axes (rlhf/report/stats.py).
   frontier.md    the same as a markdown table, with the intervals, n and the judge
   frontier.json  the rows
 
@@ -21,7 +21,7 @@ import json
 import sys
 from pathlib import Path
 
-from .errors import UserError
+from ..errors import UserError
 from .stats import CONFIDENCE, N_RESAMPLES, SEED, prompt_bootstrap
 
 
@@ -160,7 +160,7 @@ def log_wandb(rows: list[dict], root: Path, png: Path) -> str | None:
 
     import wandb
 
-    from .tracking import wandb_api_key_configured
+    from ..tracking import wandb_api_key_configured
 
     mode = os.environ.get("WANDB_MODE") or ("online" if wandb_api_key_configured() else "offline")
     projects = {r["wandb_project"] for r in rows if r.get("wandb_project")}
@@ -195,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as e:
         print(f"rlhf: error: {e.message}", file=sys.stderr)
         return 2
-    from .report_plot import plot
+    from .plot import plot
 
     png, md = a.dir / "frontier.png", a.dir / "frontier.md"
     plot(rows, png, judges=judge_names(rows), note=interval_note(rows))
