@@ -130,7 +130,7 @@ def _hydra_main(cfg: DictConfig) -> float | None:
             run_dir = own_hydra_run_dir(cfg, run_dir)  # exclusively: a same-second run gets <name>-1
         if cfg.mode == "train" and (distributed.launched() or distributed.uses_deepspeed(cfg)):
             if not cfg.get("pipeline"):
-                from .config import validate
+                from .runner import validate
 
                 validate(cfg)  # a refused config costs no process group
             # Before any model exists: ZeRO-3 partitions models as they are built.

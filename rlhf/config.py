@@ -22,7 +22,6 @@ from omegaconf import DictConfig, OmegaConf
 from . import schema
 from .errors import UserError, did_you_mean
 from .resources import assets_problems
-from .stages import STAGES
 from .trust import ALLOWED_TARGETS, peft_problems  # noqa: F401 (ALLOWED_TARGETS: README "Trust")
 
 PEFT_METHODS = ("none", "lora", "qlora")
@@ -38,22 +37,18 @@ TRAINER_BOUNDS = {
 }
 
 
-def stage_module(name: str):
-    """The module of stage `name` (run, Options, DATA_KINDS, TRAINER, problems)."""
-    if name not in STAGES:
-        raise UserError(f"stage.name: unknown stage {name!r}{did_you_mean(str(name), STAGES)}; one of {', '.join(STAGES)}")
-    return importlib.import_module(STAGES[name])
-
-
-def validate(cfg: DictConfig) -> None:
+def validate(cfg: DictConfig, stage) -> None:
+    """Check `cfg` for the stage module `stage` (`rlhf.stages.lookup(cfg.stage)`; `rlhf.runner.validate`
+    looks it up): raises one UserError listing every problem."""
     problems: list[str] = []
     if cfg.mode not in ("train", "check"):
         problems.append(f"mode: {cfg.mode!r} is not one of train, check")
     missing = sorted(OmegaConf.missing_keys(cfg))
     problems += [f"{k}: a value is required (set it on the command line: {k}=...)" for k in missing]
-    stage = stage_module(cfg.stage.name)
     node = _container(cfg)
-    problems += schema.check({k: v for k, v in node["stage"].items() if k != "name"}, stage.Options, "stage")
+    # `name` picks the stage, `module` names a stage module outside rlhf.stages (rlhf/stages/__init__.py)
+    problems += schema.check({k: v for k, v in node["stage"].items() if k not in ("name", "module")}, stage.Options,
+                             "stage")
     problems += schema.check(node["model"], schema.Model, "model")
     problems += schema.check(node["evaluation"], schema.Evaluation, "evaluation")
     problems += schema.check(node["launch"], schema.Launch, "launch")

@@ -98,7 +98,7 @@ def test_plain_pytest_collects_the_suite():
 def test_sampling_stages_take_every_kind_the_prompt_encoder_reads():
     """The stages' start-up list of prompt kinds (plain names, no data-layer import) is the encoder's."""
     from rlhf.data import PromptEncoder
-    from rlhf.stages import common, critic_free, eval, generate, ppo
+    from rlhf.stages import critic_free, eval, generate, inputs, ppo
 
-    assert common.PROMPT_KINDS == PromptEncoder.kinds
+    assert inputs.PROMPT_KINDS == PromptEncoder.kinds
     assert {m.DATA_KINDS for m in (critic_free, eval, generate, ppo)} == {PromptEncoder.kinds}

@@ -27,9 +27,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import runs
 from ..distributed import is_main
 from ..errors import RunFailed, UserError
+from . import runs
 
 MANIFEST = "artifact.json"
 FORMAT_VERSION = 1
