@@ -162,11 +162,10 @@ def trainer_problems(path: str, node: dict, model: dict) -> list[str]:
         if k not in fields:
             out.append(f"trainer.{k}: not an option of {cls.__name__}{did_you_mean(k, fields)}")
             continue
-        out += schema._check_value(v, hints.get(k, Any), f"trainer.{k}")
-        out += schema._check_bounds(v, fields[k].metadata, f"trainer.{k}")
+        out += schema.check_field(v, hints.get(k, Any), fields[k].metadata, f"trainer.{k}")
         bound = TRAINER_BOUNDS.get(k)
         if bound and isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v):
-            out += schema._check_bounds(v, {bound[0]: bound[1]}, f"trainer.{k}")
+            out += schema.check_field(v, Any, {bound[0]: bound[1]}, f"trainer.{k}")
     if "max_steps" in node and isinstance(node["max_steps"], int) and node["max_steps"] not in (-1,) and node["max_steps"] < 1:
         out.append(f"trainer.max_steps: must be -1 (use num_train_epochs) or >= 1, got {node['max_steps']}")
     if "max_length" in fields and node.get("max_length") is not None and node["max_length"] != model.get("max_length"):

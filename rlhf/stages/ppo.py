@@ -26,8 +26,10 @@ log = logging.getLogger(__name__)
 
 def knob(trainer: dict) -> str | None:
     """The KL leash that places a PPO run on the frontier: the adaptive controller's target, or a fixed β."""
-    if trainer.get("kl_control", "adaptive") == "adaptive":
-        return f"target={trainer.get('kl_target', 6.0):g}"
+    from ..ppo.config import PPOConfig  # the defaults of a config.yaml written before a knob existed
+
+    if trainer.get("kl_control", PPOConfig.kl_control) == "adaptive":
+        return f"target={trainer.get('kl_target', PPOConfig.kl_target):g}"
     return f"β={trainer.get('kl_coef'):g}" if trainer.get("kl_coef") is not None else None
 
 
@@ -60,16 +62,15 @@ def problems(cfg: DictConfig) -> list[str]:
             resolve(str(st.judge), "stage.judge")
         except UserError as e:
             out += e.problems
-    t = cfg.trainer
-    ints = {k: t.get(k, d) for k, d in (("rollout_batch_size", 64), ("mini_batch_size", 16),
-                                        ("gradient_accumulation_steps", 1))}
-    if all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in ints.values()):
-        if ints["rollout_batch_size"] % ints["mini_batch_size"]:
-            out.append(f"trainer.rollout_batch_size: {ints['rollout_batch_size']} must be a multiple of "
-                       f"trainer.mini_batch_size ({ints['mini_batch_size']})")
-        if ints["mini_batch_size"] % ints["gradient_accumulation_steps"]:
-            out.append(f"trainer.mini_batch_size: {ints['mini_batch_size']} must be a multiple of "
-                       f"trainer.gradient_accumulation_steps ({ints['gradient_accumulation_steps']})")
+    from ..ppo.config import PPOConfig, PPOConfigError
+
+    node = OmegaConf.to_container(cfg.trainer, resolve=True)
+    try:  # PPO's rules and defaults live in PPOConfig: construct it, as the stage will
+        PPOConfig(**{k: v for k, v in node.items() if k in PPOConfig.field_names()})
+    except PPOConfigError as e:
+        out += e.problems("trainer.")
+    except (TypeError, ValueError):
+        pass  # a wrong key, type or value: said by the trainer: node's own check (rlhf.config.trainer_problems)
     if st.get("value_from") == "reward" and st.get("reward_model"):
         from ..errors import UserError
 
