@@ -47,8 +47,9 @@ def read_shapes(model_dir: Path) -> dict[str, list[int]] | None:
 def count(model_dir: str | Path, model: str, lora: dict[str, Any] | None,
           trust_remote_code: bool = False) -> dict[str, Any] | None:
     """{architecture, params, trainable, largest_layer, dtype} of the `model` a stage builds from
-    `model_dir` ("causal", or "score": a sequence classifier with one output; the stage's FACTS.model), or None where this path does not
-    apply. lora: {"r": int, "target_modules": [...]} when LoRA/QLoRA is on, else None."""
+    `model_dir` ("causal", or "score": a sequence classifier with one output; the stage's FACTS.model),
+    or None where this path does not apply. lora: {"r": int, "target_modules": [...]} when LoRA/QLoRA
+    is on, else None."""
     model_dir = Path(model_dir)
     config_file = model_dir / "config.json"
     if trust_remote_code or not config_file.is_file():

@@ -8,8 +8,8 @@ the ZeRO paper counts them (Rajbhandari et al., 2020, section 3). Per trained pa
 
 ZeRO stage 1 splits the optimizer state over the N processes, stage 2 the gradients too, stage 3
 the weights too; offload moves the optimizer state (offload_optimizer) or the weights (offload_param,
-stage 3) to host memory. A frozen reference model (a stage whose FACTS.reference holds: DPO, PPO, GRPO, RLOO; without LoRA) adds its
-weights, split only under stage 3. Activations, temporary buffers and the CUDA context come on top
+stage 3) to host memory. A frozen reference model (a stage whose FACTS.reference holds: DPO, PPO,
+GRPO, RLOO; without LoRA) adds its weights, split only under stage 3. Activations, temporary buffers and the CUDA context come on top
 (activations grow with batch x length; DeepSpeed's own estimator adds a 1.5x buffer on the host
 side). Where DeepSpeed's estimators apply (ZeRO-2/3, full fine-tuning) their figures are given
 beside ours.

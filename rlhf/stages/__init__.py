@@ -94,7 +94,8 @@ def stage_module(name: str, module: str | None = None):
     if not isinstance(getattr(mod, "FACTS", None), StageFacts) and "FACTS" not in missing:
         missing.append("FACTS (a rlhf.stages.StageFacts)")
     if missing:
-        raise UserError(f"stage.module: {module} (stage {name!r}) lacks {', '.join(missing)}: see rlhf/stages/__init__.py")
+        raise UserError(f"stage.module: {module} (stage {name!r}) lacks {', '.join(missing)}: "
+                        "see rlhf/stages/__init__.py")
     return mod
 
 

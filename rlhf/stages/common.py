@@ -87,7 +87,8 @@ class StageContext:
         set_seed(int(self.cfg.seed))
         if distributed.is_main():
             OmegaConf.save(self.cfg, self.run_dir / "config.yaml", resolve=True)
-        self.report_to = setup_reporting(self.cfg.logger, self.run_dir, self.run_name, job_type=str(self.cfg.stage.name))
+        self.report_to = setup_reporting(self.cfg.logger, self.run_dir, self.run_name,
+                                         job_type=str(self.cfg.stage.name))
         self.tracker = Tracker(self.run_dir, self.report_to, active=distributed.is_main())
         self.tracker.start(OmegaConf.to_container(self.cfg, resolve=True))
 
