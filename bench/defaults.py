@@ -1,7 +1,7 @@
 """P2: what our defaults buy, at equal held-out loss.
 
 SFT: ours with its default `stage.batching=grouped` (length-grouped batches in random order,
-rlhf/batching.py) against plain TRL on the same rows and held-out split: TRL's default (random
+rlhf/stages/batching.py) against plain TRL on the same rows and held-out split: TRL's default (random
 batches, padded), TRL's best-fit-decreasing packing, and transformers' length-grouped sampler
 (`group_by_length`, our default before: longest-first within each megabatch). Every side evaluates
 the held-out loss at the same steps with evaluation batch 1 (so batching cannot change how the loss

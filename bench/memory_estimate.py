@@ -44,7 +44,7 @@ def main() -> None:
     print(f"{'model':<14}{'params':>10} {'stage':<5}{'ZeRO':>6}{'ranks':>6}{'ours':>12}{'deepspeed':>12}")
     for name, dtype, config in configs():
         for stage in ("sft", "dpo"):
-            size = size_from_config(config, name, dtype, none, stage)
+            size = size_from_config(config, name, dtype, none, "causal")  # both build a causal LM
             for zero in (2, 3):
                 for n in (1, 2, 8):
                     setup = ZeroSetup(zero, False, False)

@@ -55,7 +55,7 @@ def model_dir(name: str) -> Path:
 def params(name: str) -> int:
     from rlhf.checkpoint_size import count
 
-    return count(model_dir(name), "sft", None)["params"]
+    return count(model_dir(name), "causal", None)["params"]
 
 
 def model_overrides(name: str, max_length: int) -> list[str]:
@@ -73,10 +73,10 @@ def splits(model: str, data: str, max_length: int, stage: str, **data_overrides:
     from hydra.core.global_hydra import GlobalHydra
 
     from rlhf.cli import register_resolvers
-    from rlhf.config import stage_module
     from rlhf.data import load_splits
     from rlhf.models import load_tokenizer
-    from rlhf.stages.common import data_config
+    from rlhf.stages import stage_module
+    from rlhf.stages.inputs import data_config
 
     register_resolvers()
     GlobalHydra.instance().clear()

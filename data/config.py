@@ -17,11 +17,9 @@ from typing import Any
 
 from rlhf.errors import UserError, did_you_mean
 
+from .presets import PRESETS
 from .rows import KINDS
 
-FORMATS = ("canonical", "tinystories", "hh_rlhf", "oasst_trees")
-# The kinds of rows each preset can produce; `canonical` rows can be any kind.
-FORMAT_KIND = {"tinystories": ("sft",), "hh_rlhf": ("pair",), "oasst_trees": ("ranked", "sft")}
 ON_INVALID = ("error", "drop")
 MISSING = "???"  # OmegaConf's marker for a mandatory value left unset
 HF_PREFIX = "hf:"
@@ -35,7 +33,7 @@ class DataConfig:
 
     kind: str  # sft | pair | ranked | prompt (prompt-only rows: ppo, grpo, rloo, generate, eval)
     source: str  # .jsonl / .json / .parquet path, a `save_to_disk` folder, or hf:<dataset name or folder>
-    format: str  # canonical | tinystories | hh_rlhf | oasst_trees
+    format: str  # a key of rlhf.data.presets.PRESETS: canonical | tinystories | hh_rlhf | oasst_trees
     hf_split: str = "train"
     hf_config: str | None = None  # hf: the dataset's configuration (the hub's "subset"): load_dataset's `name`
     revision: str | None = None  # hf: a branch, tag or commit of the dataset's repository
@@ -104,7 +102,7 @@ def _value_problems(v: dict[str, Any]) -> list[str]:
             )
 
     choice("kind", KINDS)
-    choice("format", FORMATS)
+    choice("format", tuple(PRESETS))
     choice("on_invalid", ON_INVALID)
     if "source" in v:
         s = v["source"]
@@ -113,8 +111,9 @@ def _value_problems(v: dict[str, Any]) -> list[str]:
                        "hf:<dataset name>")
         elif not isinstance(s, str) or not s.strip():
             out.append(f"data.source: expected a path or hf:<name>, got {s!r}")
-    if v.get("format") in FORMAT_KIND and v.get("kind") in KINDS and v["kind"] not in FORMAT_KIND[v["format"]]:
-        out.append(f"data.kind: format {v['format']} produces {' or '.join(FORMAT_KIND[v['format']])} rows, "
+    kinds = PRESETS[v["format"]].kinds if v.get("format") in PRESETS else KINDS
+    if v.get("kind") in KINDS and v["kind"] not in kinds:
+        out.append(f"data.kind: format {v['format']} produces {' or '.join(kinds)} rows, "
                    f"but kind is {v['kind']}")
     if "conversational" in v and v["conversational"] not in (True, False, "auto"):
         out.append(f"data.conversational: expected auto, true or false, got {v['conversational']!r}")

@@ -36,7 +36,7 @@ from .tokens import batch_ids
 Row = dict[str, Any]
 LOSS_ON = ("assistant", "completion", "all")
 # tokenizer_config.json key of a saved reward model: the frame of a conversation, which its exported
-# post-processor (the plain-text reward frame, `rlhf.portable`) no longer tells apart.
+# post-processor (the plain-text reward frame, `rlhf.run.portable`) no longer tells apart.
 CHAT_FRAME_KEY = "rlhf_chat_frame"
 
 
@@ -267,7 +267,7 @@ class RewardEncoder(Encoder):
     def __init__(self, tokenizer: Any, max_length: int):
         super().__init__(tokenizer, max_length)
         self.frame = SequenceFrame.of(tokenizer)
-        own = (getattr(tokenizer, "init_kwargs", None) or {}).get(CHAT_FRAME_KEY)  # a reward artifact's (rlhf.portable)
+        own = (getattr(tokenizer, "init_kwargs", None) or {}).get(CHAT_FRAME_KEY)  # a reward artifact's (rlhf.run.portable)
         self.chat_frame = (SequenceFrame(list(own["prefix"]), list(own["suffix"])) if own
                            else SequenceFrame.of(tokenizer, add_eos=False))
         if self.frame.budget(max_length) < 1:

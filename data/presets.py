@@ -14,9 +14,9 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
-from .rows import RowError
+from .rows import KINDS, RowError
 
 Row = dict[str, Any]
 Converter = Callable[..., list[Row]]  # (raw, conversational=False, kind=...) -> rows
@@ -159,9 +159,16 @@ def _turn(message: Row) -> str:
     return (HUMAN if role == "prompter" else ASSISTANT) + " " + _text_field(message, "text")
 
 
-PRESETS: dict[str, Converter] = {
-    "canonical": canonical,
-    "tinystories": tinystories,
-    "hh_rlhf": hh_rlhf,
-    "oasst_trees": oasst_trees,
+class Preset(NamedTuple):
+    convert: Converter
+    kinds: tuple[str, ...]  # the row kinds it can produce (`data.kind` must be one of them)
+
+
+# `data.format` -> its converter and kinds: the one list; DataConfig accepts exactly these formats.
+# A new preset is a converter above and one entry here.
+PRESETS: dict[str, Preset] = {
+    "canonical": Preset(canonical, KINDS),  # rows already in our schema: any kind
+    "tinystories": Preset(tinystories, ("sft",)),
+    "hh_rlhf": Preset(hh_rlhf, ("pair",)),
+    "oasst_trees": Preset(oasst_trees, ("ranked", "sft")),
 }

@@ -116,7 +116,7 @@ class _Pass:
         self.template = self.tok is not None and has_template(self.tok)
         c = self.cfg.conversational
         self.dialogue_as_turns = c is True or (c == "auto" and self.template)
-        self.convert = PRESETS[self.cfg.format]
+        self.convert = PRESETS[self.cfg.format].convert
 
     def chunk(self, raw: list[Raw], is_eval: bool) -> None:
         items = self._items(raw)

@@ -44,11 +44,12 @@ def read_shapes(model_dir: Path) -> dict[str, list[int]] | None:
     return shapes
 
 
-def count(model_dir: str | Path, stage_name: str, lora: dict[str, Any] | None,
+def count(model_dir: str | Path, model: str, lora: dict[str, Any] | None,
           trust_remote_code: bool = False) -> dict[str, Any] | None:
-    """{architecture, params, trainable, largest_layer, dtype, block_linear} of the model `stage_name` builds from
-    `model_dir` (reward: a sequence classifier with one output), or None where this path does not
-    apply. lora: {"r": int, "target_modules": [...]} when LoRA/QLoRA is on, else None."""
+    """{architecture, params, trainable, largest_layer, dtype, block_linear} of the `model` a stage builds from
+    `model_dir` ("causal", or "score": a sequence classifier with one output; the stage's FACTS.model),
+    or None where this path does not apply. lora: {"r": int, "target_modules": [...]} when LoRA/QLoRA
+    is on, else None."""
     model_dir = Path(model_dir)
     config_file = model_dir / "config.json"
     if trust_remote_code or not config_file.is_file():
@@ -65,7 +66,7 @@ def count(model_dir: str | Path, stage_name: str, lora: dict[str, Any] | None,
         return None
     numel = {k: prod(s) for k, s in shapes.items()}
     tied = bool(config.get("tie_word_embeddings", False))
-    if stage_name == "reward":
+    if model == "score":
         if arch.endswith("ForCausalLM"):  # the LM head goes, a score head of hidden_size -> 1 comes
             numel = {k: v for k, v in numel.items() if not k.startswith("lm_head.")}
             numel["score.weight"] = int(config["hidden_size"])
@@ -82,7 +83,7 @@ def count(model_dir: str | Path, stage_name: str, lora: dict[str, Any] | None,
     modules: dict[str, int] = {}
     for name, n in numel.items():
         modules[name.rpartition(".")[0]] = modules.get(name.rpartition(".")[0], 0) + n
-    if tied and stage_name != "reward":  # the tied head is a module of its own holding the embedding
+    if tied and model != "score":  # the tied head is a module of its own holding the embedding
         modules["lm_head"] = max(modules.get("lm_head", 0), numel.get("model.embed_tokens.weight", 0))
     params = sum(numel.values())
     trainable = params

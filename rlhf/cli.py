@@ -125,12 +125,12 @@ def _hydra_main(cfg: DictConfig) -> float | None:
     try:
         _check_sweeper(cfg, HydraConfig.get())
         if cfg.mode == "train" and not cfg.get("pipeline") and distributed.is_main():
-            from .runs import own_hydra_run_dir
+            from .run.runs import own_hydra_run_dir
 
             run_dir = own_hydra_run_dir(cfg, run_dir)  # exclusively: a same-second run gets <name>-1
         if cfg.mode == "train" and (distributed.launched() or distributed.uses_deepspeed(cfg)):
             if not cfg.get("pipeline"):
-                from .config import validate
+                from .runner import validate
 
                 validate(cfg)  # a refused config costs no process group
             # Before any model exists: ZeRO-3 partitions models as they are built.
@@ -160,7 +160,7 @@ def _hydra_main(cfg: DictConfig) -> float | None:
 def _agree_on_run_dir(cfg: DictConfig, hydra_dir: Path) -> Path:
     """Every rank takes rank 0's run (and pipeline) directory: `rlhf.distributed.agree_on_run_dir`."""
     from . import distributed
-    from .artifacts import config_hash
+    from .run.artifacts import config_hash
 
     pipeline_dir = str(cfg.pipeline.dir) if cfg.get("pipeline") else None
     chosen = distributed.agree_on_run_dir(str(hydra_dir), str(cfg.run_dir), pipeline_dir)
@@ -173,7 +173,7 @@ def _agree_on_run_dir(cfg: DictConfig, hydra_dir: Path) -> Path:
 
 def _remove_if_empty(run_dir: Path) -> None:
     """Hydra creates the run dir before we start: a refused run or a check leaves nothing behind."""
-    from . import runs
+    from .run import runs
 
     if run_dir.is_dir() and runs.is_fresh(run_dir):
         import shutil
@@ -187,14 +187,14 @@ def _remove_if_empty(run_dir: Path) -> None:
 
 
 def _release(run_dir: Path) -> None:
-    from . import runs
+    from .run import runs
 
     runs.release(run_dir)
 
 
 def main() -> None:
     if sys.argv[1:2] == ["report"]:  # not a Hydra app: reads a finished sweep directory
-        from .report import main as report_main
+        from .report.frontier import main as report_main
 
         sys.exit(report_main(sys.argv[2:]))
     register_resolvers()

@@ -23,7 +23,6 @@ from . import schema
 from .engines.checks import generation_problems
 from .errors import UserError, did_you_mean
 from .resources import assets_problems
-from .stages import STAGES
 from .trust import ALLOWED_TARGETS, peft_problems  # noqa: F401 (ALLOWED_TARGETS: README "Trust")
 
 PEFT_METHODS = ("none", "lora", "qlora")
@@ -39,22 +38,18 @@ TRAINER_BOUNDS = {
 }
 
 
-def stage_module(name: str):
-    """The module of stage `name` (run, Options, DATA_KINDS, TRAINER, problems)."""
-    if name not in STAGES:
-        raise UserError(f"stage.name: unknown stage {name!r}{did_you_mean(str(name), STAGES)}; one of {', '.join(STAGES)}")
-    return importlib.import_module(STAGES[name])
-
-
-def validate(cfg: DictConfig) -> None:
+def validate(cfg: DictConfig, stage) -> None:
+    """Check `cfg` for the stage module `stage` (`rlhf.stages.lookup(cfg.stage)`; `rlhf.runner.validate`
+    looks it up): raises one UserError listing every problem."""
     problems: list[str] = []
     if cfg.mode not in ("train", "check"):
         problems.append(f"mode: {cfg.mode!r} is not one of train, check")
     missing = sorted(OmegaConf.missing_keys(cfg))
     problems += [f"{k}: a value is required (set it on the command line: {k}=...)" for k in missing]
-    stage = stage_module(cfg.stage.name)
     node = _container(cfg)
-    problems += schema.check({k: v for k, v in node["stage"].items() if k != "name"}, stage.Options, "stage")
+    # `name` picks the stage, `module` names a stage module outside rlhf.stages (rlhf/stages/__init__.py)
+    problems += schema.check({k: v for k, v in node["stage"].items() if k not in ("name", "module")}, stage.Options,
+                             "stage")
     problems += schema.check(node["model"], schema.Model, "model")
     problems += schema.check(node["evaluation"], schema.Evaluation, "evaluation")
     problems += schema.check(node["launch"], schema.Launch, "launch")
@@ -117,8 +112,8 @@ def _peft_problems(node: dict, mode: str) -> list[str]:
 
 
 def _fault_problems(cfg: DictConfig) -> list[str]:
-    """The `nonfinite:` and `resume:` nodes (rlhf.guards, rlhf.resume)."""
-    from .guards import config_problems
+    """The `nonfinite:` and `resume:` nodes (rlhf.run.guards, rlhf.run.resume)."""
+    from .run.guards import config_problems
 
     out = config_problems(cfg)
     resume = cfg.get("resume")
@@ -167,11 +162,10 @@ def trainer_problems(path: str, node: dict, model: dict) -> list[str]:
         if k not in fields:
             out.append(f"trainer.{k}: not an option of {cls.__name__}{did_you_mean(k, fields)}")
             continue
-        out += schema._check_value(v, hints.get(k, Any), f"trainer.{k}")
-        out += schema._check_bounds(v, fields[k].metadata, f"trainer.{k}")
+        out += schema.check_field(v, hints.get(k, Any), fields[k].metadata, f"trainer.{k}")
         bound = TRAINER_BOUNDS.get(k)
         if bound and isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v):
-            out += schema._check_bounds(v, {bound[0]: bound[1]}, f"trainer.{k}")
+            out += schema.check_field(v, Any, {bound[0]: bound[1]}, f"trainer.{k}")
     if "max_steps" in node and isinstance(node["max_steps"], int) and node["max_steps"] not in (-1,) and node["max_steps"] < 1:
         out.append(f"trainer.max_steps: must be -1 (use num_train_epochs) or >= 1, got {node['max_steps']}")
     if "max_length" in fields and node.get("max_length") is not None and node["max_length"] != model.get("max_length"):

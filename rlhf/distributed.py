@@ -104,6 +104,66 @@ def _initialized() -> bool:
     return dist.is_available() and dist.is_initialized()
 
 
+# ---- collective operations: every reduction over ranks is written here, once --------------------
+def world() -> tuple[int, int]:
+    """(rank, world size) of the process group; (0, 1) without one."""
+    if world_size() > 1 and _initialized():
+        import torch.distributed as dist
+
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _reduction_device():
+    """Where a reduction's tensor must live: the GPU under NCCL, the CPU under Gloo."""
+    import torch
+    import torch.distributed as dist
+
+    return torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
+
+
+def mean_over_ranks(x: float | dict[str, float]) -> float | dict[str, float]:
+    """The mean over ranks of a number, or of every number of a dict (same keys on every rank), in
+    float64, on every rank; the value itself without a process group of several ranks."""
+    n = world()[1]
+    if n == 1:
+        return x
+    import torch
+    import torch.distributed as dist
+
+    keys = sorted(x) if isinstance(x, dict) else None
+    values = [float(x[k]) for k in keys] if keys is not None else [float(x)]
+    t = torch.tensor(values, dtype=torch.float64, device=_reduction_device())
+    dist.all_reduce(t)
+    means = [v / n for v in t.tolist()]
+    return dict(zip(keys, means, strict=True)) if keys is not None else means[0]
+
+
+def any_rank(flag: bool) -> bool:
+    """True on every rank when it is True on one (so all ranks skip or stop together)."""
+    if world()[1] == 1:
+        return flag
+    import torch
+    import torch.distributed as dist
+
+    t = torch.tensor([1.0 if flag else 0.0], device=_reduction_device())
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item())
+
+
+def average_gradients(params) -> None:
+    """Each parameter's gradient replaced by its mean over ranks (data parallelism without an engine)."""
+    n = world()[1]
+    if n == 1:
+        return
+    import torch.distributed as dist
+
+    for p in params:
+        if p.grad is not None:
+            dist.all_reduce(p.grad)
+            p.grad /= n
+
+
 def barrier() -> None:
     if world_size() > 1 and _initialized():
         import torch.distributed as dist

@@ -8,8 +8,8 @@ the ZeRO paper counts them (Rajbhandari et al., 2020, section 3). Per trained pa
 
 ZeRO stage 1 splits the optimizer state over the N processes, stage 2 the gradients too, stage 3
 the weights too; offload moves the optimizer state (offload_optimizer) or the weights (offload_param,
-stage 3) to host memory. A frozen reference model (DPO, PPO, GRPO, RLOO without LoRA) adds its
-weights, split only under stage 3. Activations, temporary buffers and the CUDA context come on top
+stage 3) to host memory. A frozen reference model (a stage whose FACTS.reference holds: DPO, PPO,
+GRPO, RLOO; without LoRA) adds its weights, split only under stage 3. Activations, temporary buffers and the CUDA context come on top
 (activations grow with batch x length; DeepSpeed's own estimator adds a 1.5x buffer on the host
 side). Where DeepSpeed's estimators apply (ZeRO-2/3, full fine-tuning) their figures are given
 beside ours.
@@ -34,7 +34,6 @@ from omegaconf import DictConfig, OmegaConf
 
 from .errors import UserError
 
-STAGES_WITH_REFERENCE = ("dpo", "ppo", "grpo", "rloo")
 GIB = 2**30
 # bytes per NF4 weight, by double quantisation: 4 bits + its share of the block constants (QLoRA, section 3)
 NF4_BYTES = {True: (4 + 8 / 64 + 32 / (64 * 256)) / 8, False: (4 + 32 / 64) / 8}
@@ -83,8 +82,9 @@ def zero_setup(ds_cfg: Any) -> ZeroSetup:
     return ZeroSetup(int(stage), offloaded("offload_optimizer"), offloaded("offload_param") and stage == 3)
 
 
-def model_size(source: str, model_cfg, peft_cfg, stage_name: str) -> ModelSize:
-    """Count parameters without reading weights: from a local checkpoint's safetensors headers where
+def model_size(source: str, model_cfg, peft_cfg, model: str) -> ModelSize:
+    """Count the parameters of the `model` ("causal" or "score": the stage's FACTS.model) a stage builds from
+    `source`, without reading weights: from a local checkpoint's safetensors headers where
     `rlhf.checkpoint_size` knows the architecture (milliseconds), else from the config (meta device)."""
     from .checkpoint_size import count
 
@@ -93,7 +93,7 @@ def model_size(source: str, model_cfg, peft_cfg, stage_name: str) -> ModelSize:
         targets = peft_cfg.lora.target_modules
         targets = OmegaConf.to_container(targets, resolve=True) if OmegaConf.is_config(targets) else targets
         lora = {"r": int(peft_cfg.lora.r), "target_modules": targets}
-    quick = count(source, stage_name, lora, bool(model_cfg.trust_remote_code))
+    quick = count(source, model, lora, bool(model_cfg.trust_remote_code))
     if quick is not None:
         dtype = str(model_cfg.dtype)
         return ModelSize(name=str(model_cfg.name_or_path), architecture=quick["architecture"], params=quick["params"],
@@ -103,27 +103,27 @@ def model_size(source: str, model_cfg, peft_cfg, stage_name: str) -> ModelSize:
     from .models import load_config
 
     config = load_config(model_cfg, source)
-    return size_from_config(config, str(model_cfg.name_or_path), str(model_cfg.dtype), peft_cfg, stage_name)
+    return size_from_config(config, str(model_cfg.name_or_path), str(model_cfg.dtype), peft_cfg, model)
 
 
-def size_from_config(config, name: str, dtype: str, peft_cfg, stage_name: str) -> ModelSize:
-    """The model a stage would build from `config` (a reward model: one score head), on the meta device."""
+def size_from_config(config, name: str, dtype: str, peft_cfg, model: str) -> ModelSize:
+    """The `model` ("causal", or "score": one score head) a stage would build from `config`, on the meta device."""
     import torch
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
     cls = AutoModelForCausalLM
-    if stage_name == "reward":
+    if model == "score":
         cls, config.num_labels = AutoModelForSequenceClassification, 1
     with torch.device("meta"):
-        model = cls.from_config(config)
-    params = {id(p): p.numel() for p in model.parameters()}  # data_ptr() is 0 on meta: dedupe by identity
-    largest = max((sum(p.numel() for p in m.parameters(recurse=False)) for m in model.modules()), default=0)
-    trainable = _lora_params(model, peft_cfg) if peft_cfg.method in ("lora", "qlora") else sum(params.values())
+        built = cls.from_config(config)
+    params = {id(p): p.numel() for p in built.parameters()}  # data_ptr() is 0 on meta: dedupe by identity
+    largest = max((sum(p.numel() for p in m.parameters(recurse=False)) for m in built.modules()), default=0)
+    trainable = _lora_params(built, peft_cfg) if peft_cfg.method in ("lora", "qlora") else sum(params.values())
     if dtype == "auto":
         dtype = str(getattr(config, "dtype", None) or getattr(config, "torch_dtype", None) or "float32")
-    heads = {id(m) for m in (model.get_output_embeddings(), getattr(model, "score", None)) if m is not None}
-    block_linear = sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Linear) and id(m) not in heads)
-    return ModelSize(name=name, architecture=type(model).__name__, params=sum(params.values()),
+    heads = {id(m) for m in (built.get_output_embeddings(), getattr(built, "score", None)) if m is not None}
+    block_linear = sum(m.weight.numel() for m in built.modules() if isinstance(m, torch.nn.Linear) and id(m) not in heads)
+    return ModelSize(name=name, architecture=type(built).__name__, params=sum(params.values()),
                      trainable=trainable, largest_layer=largest, weight_bytes=_weight_bytes(dtype, peft_cfg),
                      **_quantized(block_linear, peft_cfg))
 
@@ -201,10 +201,12 @@ def deepspeed_estimate(size: ModelSize, zero: ZeroSetup, world_size: int) -> dic
     return {"gpu_bytes": int(gpu), "cpu_bytes_per_node": int(cpu)}
 
 
-def estimate(size: ModelSize, zero: ZeroSetup, world_size: int, stage_name: str, peft_method: str,
+def estimate(size: ModelSize, zero: ZeroSetup, world_size: int, with_reference: bool, peft_method: str,
              precompute_ref: bool = False, gpu_memory_bytes: int | None = None) -> dict[str, Any]:
-    """The chosen setup, a grid over ZeRO stages x world sizes (same offload), and a fit verdict."""
-    reference = stage_name in STAGES_WITH_REFERENCE and peft_method == "none" and not precompute_ref
+    """The chosen setup, a grid over ZeRO stages x world sizes (same offload), and a fit verdict.
+    `with_reference`: the stage holds a frozen reference beside the policy (its FACTS.reference); counted
+    unless LoRA (the policy with its adapter disabled is the reference) or precomputed log-probs replace it."""
+    reference = with_reference and peft_method == "none" and not precompute_ref
     chosen = per_process(size, zero, world_size, reference)
     chosen["deepspeed"] = deepspeed_estimate(size, zero, world_size)
     sizes = sorted({1, 2, 8, int(world_size)})

@@ -14,8 +14,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from .artifacts import Artifact, read_artifact
 from .errors import UserError, did_you_mean
+from .run.artifacts import Artifact, read_artifact
 
 log = logging.getLogger(__name__)
 

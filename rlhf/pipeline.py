@@ -17,13 +17,12 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from .artifacts import MANIFEST, config_hash, read_artifact, strict_json
 from .distributed import is_main
 from .errors import UserError
+from .run.artifacts import MANIFEST, config_hash, read_artifact, strict_json
 
 log = logging.getLogger(__name__)
 SKIP = ("pipeline", "hydra")
-ONLINE_RL_STAGES = ("ppo", "grpo", "rloo")
 
 
 def step_configs(cfg: DictConfig, base_overrides: list[str]) -> list[tuple[str, DictConfig]]:
@@ -44,7 +43,7 @@ def step_configs(cfg: DictConfig, base_overrides: list[str]) -> list[tuple[str, 
                 overrides.append(target.format(pdir / step[key]))
         try:
             step_cfg = compose(config_name="config", overrides=overrides)
-            if step.get("reward_from") and step_cfg.stage.name in ONLINE_RL_STAGES:
+            if step.get("reward_from") and _online(step_cfg):
                 overrides.append(f"stage.reward_model={pdir / step.reward_from}")
                 step_cfg = compose(config_name="config", overrides=overrides)
         except Exception as e:  # hydra's composition errors: a user mistake in the step
@@ -54,9 +53,18 @@ def step_configs(cfg: DictConfig, base_overrides: list[str]) -> list[tuple[str, 
     return out
 
 
+def _online(cfg: DictConfig) -> bool:
+    """The step's stage is trained on a reward (its FACTS.online); an unknown stage is said by validation."""
+    from .stages import facts
+
+    try:
+        return facts(cfg.stage).online
+    except UserError:
+        return False
+
+
 def run_pipeline(cfg: DictConfig, base_overrides: list[str]) -> dict:
-    from .config import validate
-    from .runner import run_stage
+    from .runner import run_stage, validate
 
     steps = step_configs(cfg, base_overrides)
     problems = []

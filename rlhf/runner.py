@@ -11,7 +11,13 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from .config import stage_module, validate
+from . import config
+from .stages import lookup
+
+
+def validate(cfg: DictConfig) -> None:
+    """Every problem of `cfg` for the stage it picks (`rlhf.stages.lookup`), as one UserError."""
+    config.validate(cfg, lookup(cfg.stage))
 
 
 def run_stage(cfg: DictConfig, run_dir: str | Path | None = None):
@@ -21,7 +27,7 @@ def run_stage(cfg: DictConfig, run_dir: str | Path | None = None):
 
         return check.run(cfg)
     try:
-        return stage_module(cfg.stage.name).run(cfg, Path(run_dir or cfg.run_dir))
+        return lookup(cfg.stage).run(cfg, Path(run_dir or cfg.run_dir))
     except BaseException:
         from .tracking import abort_run
 

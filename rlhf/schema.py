@@ -47,9 +47,14 @@ def check(node: Any, schema: type, prefix: str) -> list[str]:
         if value == MISSING:
             out.append(f"{where}: a value is required (set it on the command line: {where}=...)")
             continue  # (rlhf.config.validate lists missing values once, from OmegaConf)
-        out += _check_value(value, hints[name], where)
-        out += _check_bounds(value, f.metadata, where)
+        out += check_field(value, hints[name], f.metadata, where)
     return out
+
+
+def check_field(value: Any, hint: Any, bounds: Mapping, where: str) -> list[str]:
+    """One value against its type hint and its bounds (field metadata: `ge`, `gt`, `le`, `lt`), as
+    `check` does for each field of a node; `where` names it in the problems."""
+    return _check_value(value, hint, where) + _check_bounds(value, bounds, where)
 
 
 def _check_value(value: Any, hint: Any, where: str) -> list[str]:

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from rlhf.artifacts import Artifact, RunDir, read_artifact, write_artifact
 from rlhf.errors import UserError
+from rlhf.run.artifacts import Artifact, RunDir, read_artifact, write_artifact
 
 STORIES = Path(os.environ.get("RLHF_ASSETS_DIR", Path(__file__).resolve().parents[2] / "shared" / "assets")) / \
     "models" / "stories260k"

@@ -1,4 +1,4 @@
-"""`stage.batching=grouped`: batches of similar length, in random order (rlhf/batching.py)."""
+"""`stage.batching=grouped`: batches of similar length, in random order (rlhf/stages/batching.py)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import statistics
 
 import pytest
 
-from rlhf.batching import LengthGroupedBatches, grouped_indices, length_grouped
+from rlhf.stages.batching import LengthGroupedBatches, grouped_indices, length_grouped
 
 BATCH = 16
 

@@ -12,6 +12,7 @@ from omegaconf import OmegaConf
 
 from rlhf.checkpoint_size import count
 from rlhf.memory import size_from_config
+from rlhf.stages import stage_module
 
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 NONE = OmegaConf.create({"method": "none"})
@@ -41,17 +42,18 @@ def test_header_counts_equal_the_meta_device_build(stage, peft, which, assets, r
 
     path = assets / "models" / "stories260k" if which == "stories260k" else request.getfixturevalue(which)
     lora = None if peft.method == "none" else {"r": 8, "target_modules": TARGETS}
-    quick = count(path, stage, lora)
-    built = asdict(size_from_config(AutoConfig.from_pretrained(path), "m", "float32", peft, stage))
+    model = stage_module(stage).FACTS.model  # what the stage builds: a causal LM or a score model
+    quick = count(path, model, lora)
+    built = asdict(size_from_config(AutoConfig.from_pretrained(path), "m", "float32", peft, model))
     assert quick is not None
     assert {k: quick[k] for k in ("architecture", "params", "trainable", "largest_layer")} == \
         {k: built[k] for k in ("architecture", "params", "trainable", "largest_layer")}
 
 
 def test_unknown_layouts_fall_back_to_the_model_builder(tmp_path, assets):
-    assert count(tmp_path, "sft", None) is None  # no config.json: a hub id, say
-    assert count(assets / "models" / "stories260k", "sft", None, trust_remote_code=True) is None
-    assert count(assets / "models" / "stories260k", "sft", {"r": 8, "target_modules": "all-linear"}) is None
+    assert count(tmp_path, "causal", None) is None  # no config.json: a hub id, say
+    assert count(assets / "models" / "stories260k", "causal", None, trust_remote_code=True) is None
+    assert count(assets / "models" / "stories260k", "causal", {"r": 8, "target_modules": "all-linear"}) is None
 
 
 def test_model_size_of_a_local_llama_imports_no_modeling_code(assets):
@@ -60,7 +62,7 @@ def test_model_size_of_a_local_llama_imports_no_modeling_code(assets):
         "import sys; from omegaconf import OmegaConf; from rlhf.memory import model_size\n"
         f"m = OmegaConf.create({{'name_or_path': '{assets}/models/stories260k', 'dtype': 'float32', "
         "'trust_remote_code': False, 'revision': None})\n"
-        "s = model_size(m.name_or_path, m, OmegaConf.create({'method': 'none'}), 'reward')\n"
+        "s = model_size(m.name_or_path, m, OmegaConf.create({'method': 'none'}), 'score')\n"
         "assert s.params == 260_032 + 64, s  # the tied LM head is the embedding; a 64 -> 1 score head\n"
         "assert 'transformers.modeling_utils' not in sys.modules, 'built the model'\n"
     )

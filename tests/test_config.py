@@ -56,7 +56,8 @@ def test_hydra_preset_composes(compose, option):
 
 @pytest.mark.parametrize("stage", sorted(STAGES))
 def test_smoke_composes_for_every_stage(compose, stage):
-    from rlhf.config import stage_module, validate
+    from rlhf.runner import validate
+    from rlhf.stages import stage_module
 
     rewards = {"ppo": ["stage.judge=vader", "stage.value_from=policy"], "grpo": ["stage.reward_funcs=[vader]"],
                "rloo": ["stage.reward_funcs=[vader]"]}
@@ -90,7 +91,7 @@ def test_assets_dir_env_override(compose, monkeypatch, tmp_path):
 
 
 def test_unknown_trainer_key_says_did_you_mean(compose):
-    from rlhf.config import validate
+    from rlhf.runner import validate
 
     cfg = compose("+trainer.learning_rat=0.1", "+trainer.warmup_ratioo=0.1")
     with pytest.raises(UserError) as e:
@@ -118,7 +119,7 @@ def test_qlora_refused_where_a_4bit_layer_cannot_run():
 
 
 def test_missing_mandatory_and_wrong_kind_listed_together(compose):
-    from rlhf.config import validate
+    from rlhf.runner import validate
 
     with pytest.raises(UserError) as e:
         validate(compose("data=jsonl", "stage=reward", "logger.report_to=mlflow"))
@@ -194,7 +195,7 @@ def test_deepspeed_local_rank_argument_is_accepted(monkeypatch):
     (["peft=lora", "+peft.lora.init={_target_: shutil.copy}"], "peft.lora.init._target_: nested instantiation"),
 ])
 def test_bad_values_are_refused_at_validation_with_the_option_name(compose, overrides, expected):
-    from rlhf.config import validate
+    from rlhf.runner import validate
 
     with pytest.raises(UserError) as e:
         validate(compose(*overrides))
@@ -202,7 +203,7 @@ def test_bad_values_are_refused_at_validation_with_the_option_name(compose, over
 
 
 def test_one_resolver_for_judges_in_every_stage(compose):
-    from rlhf.config import validate
+    from rlhf.runner import validate
 
     validate(compose("stage=generate", "stage.judge=vader"))  # the name works where PPO takes it too
     validate(compose("stage=generate", "stage.judge=rlhf.judges.vader"))

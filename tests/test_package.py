@@ -21,7 +21,7 @@ PACKAGED = ["pyproject.toml", "README.md", "conf", "rlhf", "data", "reward"]
 
 def test_missing_assets_are_refused_only_where_a_value_needs_them(compose, monkeypatch):
     import rlhf.resources
-    from rlhf.config import validate
+    from rlhf.runner import validate
 
     monkeypatch.delenv("RLHF_ASSETS_DIR", raising=False)
     monkeypatch.setattr(rlhf.resources, "source_checkout", lambda: None)  # as installed from a wheel

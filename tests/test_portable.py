@@ -38,7 +38,7 @@ def _framework_scores(run_dir, prompts, responses) -> list[float]:
 
 
 def _plain_scores(model_dir, pairs) -> list[float]:
-    """The documented one line (rlhf.portable.REWARD_CALL), plain transformers."""
+    """The documented one line (rlhf.run.portable.REWARD_CALL), plain transformers."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(model_dir)

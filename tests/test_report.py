@@ -9,7 +9,7 @@ from statistics import mean
 import pytest
 import yaml
 
-from rlhf.stats import prompt_bootstrap
+from rlhf.report.stats import prompt_bootstrap
 
 # Three "runs" of one sweep: the real stories260k as reference, and as policy the same model with every
 # weight nudged by seeded noise of growing size (more noise, more KL), scored by VADER (gold) and
@@ -91,8 +91,8 @@ def test_prompt_bootstrap_resamples_prompts_not_samples():
 
 @pytest.mark.slow  # the sweep fixture samples from 3 policies and a reference
 def test_report_draws_from_zero_with_intervals_n_and_judge(sweep):
-    from rlhf.report import collect, interval_note, judge_names, main
-    from rlhf.report_plot import figure
+    from rlhf.report.frontier import collect, interval_note, judge_names, main
+    from rlhf.report.plot import figure
 
     assert main([str(sweep), "--no-wandb"]) == 0
     png = sweep / "frontier.png"
@@ -161,7 +161,7 @@ def test_report_run_joins_the_sweeps_wandb_group(sweep, cli):
 
 @pytest.mark.slow
 def test_report_reads_an_eval_json_without_per_sample_numbers(sweep, tmp_path):
-    from rlhf.report import main
+    from rlhf.report.frontier import main
 
     ev = json.loads((sweep / "1" / "eval.json").read_text())
     del ev["per_sample"]  # written before eval.json kept them: means only, no intervals

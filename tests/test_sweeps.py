@@ -13,10 +13,11 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from rlhf.artifacts import Artifact
 from rlhf.cli import sweep_objective
 from rlhf.errors import UserError
 from rlhf.memory import ModelSize, ZeroSetup, estimate, per_process, zero_setup
+from rlhf.run.artifacts import Artifact
+from rlhf.stages import stage_module
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 
@@ -81,7 +82,7 @@ def test_optuna_sweep_without_an_objective_is_refused_before_training(cli, tmp_p
 
 
 def test_bad_launch_settings_are_listed_together(compose):
-    from rlhf.config import validate
+    from rlhf.runner import validate
 
     with pytest.raises(UserError) as e:
         validate(compose("launch.world_size=0", "launch.gpu_memory_gb=-8", "sweep_objective=3"))
@@ -109,7 +110,8 @@ def test_per_process_memory_follows_the_zero_paper():
     assert z1 == (2 + 2 + 12 / 8) * 10**9 and z2 == (2 + 14 / 8) * 10**9 and z3 == 2 * 10**9
     off = per_process(size, ZeroSetup(3, True, True), 8, reference=True)
     assert off["gpu"] == {"grads": 2 * 10**9 // 8} and off["cpu"]["optimizer"] == 12 * 10**9 // 8
-    est = estimate(size, ZeroSetup(3, False, False), 8, "dpo", "none", gpu_memory_bytes=2 * 10**9)
+    dpo_holds_a_reference = stage_module("dpo").FACTS.reference
+    est = estimate(size, ZeroSetup(3, False, False), 8, dpo_holds_a_reference, "none", gpu_memory_bytes=2 * 10**9)
     assert est["reference_model"] and est["fits"] is False  # 2.25 GB of states > 2 GB
     assert est["chosen"]["deepspeed"]["gpu_bytes"] > 0       # DeepSpeed's own estimator, for comparison
 

@@ -1,6 +1,7 @@
 """`PPOConfig`: our PPO's options, the `trainer:` node of `stage=ppo`. The defaults live here, each
-with its reason (conf/trainer/ppo.yaml only overrides); `rlhf.config.validate` checks a config's
-types and ranges against these fields (`metadata` bounds) before any model loads."""
+with its reason (conf/trainer/ppo.yaml only overrides); `rlhf.runner.validate` checks a config's
+types and ranges against these fields (`metadata` bounds) before any model loads, and the stage
+constructs it there so its cross-field rules (`MULTIPLE_OF`) are said before training too."""
 
 from __future__ import annotations
 
@@ -11,6 +12,23 @@ from typing import Literal
 
 def _b(default, **bounds):
     return field(default=default, metadata=bounds)
+
+
+# Cross-field rules: (field, the field it must be a multiple of). A rollout batch splits into whole
+# mini-batches (one optimizer step each), a mini-batch into whole micro-batches.
+MULTIPLE_OF = (("rollout_batch_size", "mini_batch_size"), ("mini_batch_size", "gradient_accumulation_steps"))
+
+
+class PPOConfigError(ValueError):
+    """PPOConfig's refusal of its cross-field rules; `problems(prefix)`: one line per broken rule, the
+    field names as a config writes them (`problems("trainer.")`)."""
+
+    def __init__(self, broken: list[tuple[str, int, str, int]]):
+        self.broken = broken
+        super().__init__("; ".join(self.problems()))
+
+    def problems(self, prefix: str = "") -> list[str]:
+        return [f"{prefix}{a}: {va} must be a multiple of {prefix}{b} ({vb})" for a, va, b, vb in self.broken]
 
 
 @dataclass
@@ -51,12 +69,13 @@ class PPOConfig:
     seed: int = 42
 
     def __post_init__(self):
-        if self.rollout_batch_size % self.mini_batch_size:
-            raise ValueError(f"rollout_batch_size {self.rollout_batch_size} must be a multiple of mini_batch_size "
-                             f"{self.mini_batch_size}")
-        if self.mini_batch_size % self.gradient_accumulation_steps:
-            raise ValueError(f"mini_batch_size {self.mini_batch_size} must be a multiple of "
-                             f"gradient_accumulation_steps {self.gradient_accumulation_steps}")
+        def whole(v) -> bool:  # a wrong type or range is said by validation's field checks
+            return isinstance(v, int) and not isinstance(v, bool) and v > 0
+
+        broken = [(a, getattr(self, a), b, getattr(self, b)) for a, b in MULTIPLE_OF
+                  if whole(getattr(self, a)) and whole(getattr(self, b)) and getattr(self, a) % getattr(self, b)]
+        if broken:
+            raise PPOConfigError(broken)
         if self.kl_estimator not in ("k1", "k3"):
             raise ValueError(f"kl_estimator must be k1 or k3, got {self.kl_estimator!r}")
         if self.kl_control not in ("adaptive", "fixed"):

@@ -1,14 +1,20 @@
-"""The rank and engine plumbing of our PPO, on top of `rlhf.distributed`: one DeepSpeed engine for
-policy + value, frozen models as ZeRO-3 inference engines, gradient and statistics averaging.
+"""The engine plumbing of our PPO, beside its loop: two small backends with one interface, so
+`trainer.py` has one path (as CleanRL's loop does) whichever runs underneath.
 
-Data parallelism: each rank rolls out its own `rollout_batch_size` prompts; the gradients are
-averaged (by the DeepSpeed engine, or `average_gradients` without one); every statistic, the KL the
-controller sees included, is averaged over ranks (`mean_over_ranks`), so every rank keeps the same β.
+- `PlainBackend`: one AdamW over policy + value; gradients averaged over ranks by hand
+  (`rlhf.distributed.average_gradients`), clipped, then stepped.
+- `DeepSpeedBackend`: one DeepSpeed engine owns policy + value (one optimizer, one ZeRO partitioning);
+  frozen models (reference, reward) become ZeRO-3 inference engines.
+
+Data parallelism: each rank rolls out its own `rollout_batch_size` prompts; every statistic, the KL
+the controller sees included, is averaged over ranks (`rlhf.distributed.mean_over_ranks`), so every
+rank keeps the same β.
 """
 
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 
 import torch
 
@@ -23,15 +29,6 @@ class PolicyAndValue(torch.nn.Module):
     def __init__(self, policy, value):
         super().__init__()
         self.policy, self.value = policy, value
-
-
-def world() -> tuple[int, int]:
-    """(rank, world size) of the process group, (0, 1) without one."""
-    if distributed.world_size() > 1 and distributed._initialized():
-        import torch.distributed as dist
-
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
 
 
 def fill_deepspeed_config(ds: dict, config: PPOConfig, world_size: int, hidden_size: int) -> dict:
@@ -90,22 +87,77 @@ def inference_engine(model, ds: dict):
     return engine.module
 
 
-def average_gradients(params, world_size: int) -> None:
-    import torch.distributed as dist
+class PlainBackend:
+    """Policy + value under one AdamW, without DeepSpeed (one process, or data parallel by hand)."""
 
-    for p in params:
-        if p.grad is not None:
-            dist.all_reduce(p.grad)
-            p.grad /= world_size
+    engine = None
+    zero3 = False
+
+    def __init__(self, params: list[dict], config: PPOConfig):
+        self.config = config
+        self.optimizer = torch.optim.AdamW(params, weight_decay=config.weight_decay)
+
+    def frozen(self, model):
+        return model
+
+    def zero_grad(self) -> None:
+        self.optimizer.zero_grad(set_to_none=True)
+
+    def backward(self, loss) -> None:
+        """One micro-batch: its share of the mini-batch's gradient."""
+        (loss / self.config.gradient_accumulation_steps).backward()
+
+    def step(self, guard, step: str, values: dict) -> float:
+        """End of a mini-batch: average across ranks, clip and apply the accumulated gradients, unless
+        the guard skips a non-finite step (weights and optimizer state then stay as they are).
+        Returns the gradient norm before clipping."""
+        params = [p for g in self.optimizer.param_groups for p in g["params"]]
+        distributed.average_gradients(params)
+        gn = float(torch.nn.utils.clip_grad_norm_(params, self.config.max_grad_norm))
+        if guard is not None and not guard.check(step, {**values, "grad_norm": gn}):
+            self.zero_grad()
+            return gn
+        self.optimizer.step()
+        return gn
+
+    def save(self, path: Path, policy, value, rank: int) -> None:
+        if rank == 0:  # replicas: rank 0's weights are everyone's
+            torch.save({"policy": dict(policy.state_dict()), "value": value.state_dict(),
+                        "optimizer": self.optimizer.state_dict()}, path / "state.pt")
+
+    def load(self, path: Path, policy, value) -> None:
+        state = torch.load(path / "state.pt", map_location="cpu", weights_only=True)
+        policy.load_state_dict(state["policy"])
+        value.load_state_dict(state["value"])
+        self.optimizer.load_state_dict(state["optimizer"])
 
 
-def mean_over_ranks(stats: dict, world_size: int) -> dict:
-    """Every rank gets the mean of every statistic (so all see the same KL for the controller)."""
-    if world_size == 1:
-        return stats
-    import torch.distributed as dist
+class DeepSpeedBackend:
+    """Policy + value owned by one DeepSpeed engine under the DeepSpeed config `ds`."""
 
-    keys = sorted(stats)
-    t = torch.tensor([float(stats[k]) for k in keys], dtype=torch.float64)
-    dist.all_reduce(t)
-    return {k: v / world_size for k, v in zip(keys, t.tolist(), strict=True)}
+    def __init__(self, policy, value, params: list[dict], config: PPOConfig, ds: dict, world_size: int):
+        self.engine, self.optimizer, self.zero3, self.ds = engine_for(policy, value, params, config, ds, world_size)
+
+    def frozen(self, model):
+        return inference_engine(model, self.ds)
+
+    def zero_grad(self) -> None:
+        self.optimizer.zero_grad(set_to_none=True)
+
+    def backward(self, loss) -> None:
+        """The engine scales by 1/accumulation and steps at the accumulation boundary."""
+        self.engine.backward(loss)
+        self.engine.step()
+
+    def step(self, guard, step: str, values: dict) -> float:
+        """The engine has stepped already: the norm is reported and stopping is what the guard has left."""
+        gn = self.engine.get_global_grad_norm()
+        if guard is not None:
+            guard.check(step, {**values, "grad_norm": gn})
+        return float(gn) if gn is not None else float("nan")
+
+    def save(self, path: Path, policy, value, rank: int) -> None:
+        self.engine.save_checkpoint(str(path), tag="engine")  # collective
+
+    def load(self, path: Path, policy, value) -> None:
+        self.engine.load_checkpoint(str(path), tag="engine")

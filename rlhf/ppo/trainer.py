@@ -1,7 +1,8 @@
 """The PPO loop: rollout -> score -> KL-shaped rewards -> GAE -> PPO epochs -> KL controller.
 
-The arithmetic is in `core.py`, the sampling and log-prob passes in `rlhf.sampling`, the rank and
-engine plumbing in `parallel.py`; this file sequences them, logs and checkpoints. Policy and value
+The arithmetic is in `core.py`, the sampling and log-prob passes in `rlhf.sampling`, the engine
+plumbing in `parallel.py` (a plain or a DeepSpeed backend: one path here), the reductions over ranks
+in `rlhf.distributed`; this file sequences them, logs and checkpoints. Policy and value
 model have dropout switched off (as TRL and OpenRLHF do for RLHF), and every rollout and log-prob
 pass runs in eval mode.
 """
@@ -19,6 +20,7 @@ from pathlib import Path
 
 import torch
 
+from .. import distributed
 from ..sampling import as_reference, evaluating, generate, token_logprobs
 from . import core, parallel
 from .config import PPOConfig
@@ -40,7 +42,7 @@ class PPOTrainer:
         from trl.trainer.utils import disable_dropout_in_model
 
         self.cfg, self.policy, self.value, self.tokenizer = config, policy, value, tokenizer
-        self.guard = guard  # rlhf.guards.StepGuard: what a non-finite loss or gradient norm does
+        self.guard = guard  # rlhf.run.guards.StepGuard: what a non-finite loss or gradient norm does
         self.scorer, self.prompts, self.ref_model = scorer, list(prompts), reference
         self.prompt_ids = [list(x) for x in prompt_ids] if prompt_ids is not None else [
             tokenizer(p).input_ids for p in self.prompts]
@@ -50,7 +52,7 @@ class PPOTrainer:
         # whenever they changed since its last rollout (after every iteration's optimizer steps)
         self.sampler = engine
         self.log_fn, self.on_iteration = log_fn, on_iteration  # on_iteration(i): rank 0, after iteration i
-        self.rank, self.world_size = parallel.world()
+        self.rank, self.world_size = distributed.world()
         for m in (policy, value):
             disable_dropout_in_model(m)
         params = [
@@ -58,16 +60,13 @@ class PPOTrainer:
             {"params": [p for p in value.parameters() if p.requires_grad],
              "lr": config.value_learning_rate or config.learning_rate},
         ]
-        self.engine, self.zero3 = None, False
-        if deepspeed_config is not None:
-            self.engine, self.optimizer, self.zero3, ds = parallel.engine_for(policy, value, params, config,
-                                                                              deepspeed_config, self.world_size)
-            if reference is not None:
-                self.ref_model = parallel.inference_engine(reference, ds)
-            if hasattr(scorer, "model"):
-                scorer.model = parallel.inference_engine(scorer.model, ds)
-        else:
-            self.optimizer = torch.optim.AdamW(params, weight_decay=config.weight_decay)
+        self.backend = (parallel.PlainBackend(params, config) if deepspeed_config is None else
+                        parallel.DeepSpeedBackend(policy, value, params, config, deepspeed_config, self.world_size))
+        self.engine, self.zero3 = self.backend.engine, self.backend.zero3  # the engine: None without DeepSpeed
+        if reference is not None:
+            self.ref_model = self.backend.frozen(reference)
+        if hasattr(scorer, "model"):
+            scorer.model = self.backend.frozen(scorer.model)
         self.kl_ctl = (core.AdaptiveKLController(config.kl_coef, config.kl_target, config.kl_horizon)
                        if config.kl_control == "adaptive" else core.FixedKLController(config.kl_coef))
         self.iteration = 0
@@ -142,19 +141,6 @@ class PPOTrainer:
             stats.update({f"rollout/{k}": v for k, v in is_stats.items()})
         return Experience(batch, prompts, completions, mask, old_logp, values, adv, returns, stats, is_weights)
 
-    def _step(self, agg: dict[str, list[float]], step: str, values: dict) -> None:
-        """Clip, average across ranks and apply the accumulated gradients (without DeepSpeed), unless
-        the guard skips a non-finite step (weights and optimizer state then stay as they are)."""
-        params = [p for g in self.optimizer.param_groups for p in g["params"]]
-        if self.world_size > 1:
-            parallel.average_gradients(params, self.world_size)
-        gn = torch.nn.utils.clip_grad_norm_(params, self.cfg.max_grad_norm)
-        agg.setdefault("grad_norm", []).append(float(gn))
-        if self.guard is not None and not self.guard.check(step, {**values, "grad_norm": float(gn)}):
-            self.optimizer.zero_grad(set_to_none=True)
-            return
-        self.optimizer.step()
-
     def optimise(self, exp: Experience) -> dict:
         """`ppo_epochs` passes over the experience in minibatches: clipped policy + value losses."""
         c = self.cfg
@@ -170,7 +156,7 @@ class PPOTrainer:
                 perm = torch.randperm(len(exp), generator=gen)
                 for m0 in range(0, len(exp), c.mini_batch_size):
                     mini = perm[m0 : m0 + c.mini_batch_size]
-                    self.optimizer.zero_grad(set_to_none=True)
+                    self.backend.zero_grad()
                     loss = 0.0
                     for u0 in range(0, len(mini), micro):
                         sub = exp.select(mini[u0 : u0 + micro].to(exp.mask.device))
@@ -179,13 +165,7 @@ class PPOTrainer:
                     k = len(agg.get("grad_norm", [])) + 1
                     step = f"iteration {self.iteration + 1}, optimizer step {k} of {n_steps}"
                     values = {"loss": loss, "objective/scores": exp.stats["objective/scores"]}
-                    if self.engine is not None:
-                        gn = self.engine.get_global_grad_norm()
-                        agg.setdefault("grad_norm", []).append(float(gn) if gn is not None else float("nan"))
-                        if self.guard is not None:  # the engine has stepped already: stopping is what is left
-                            self.guard.check(step, {**values, "grad_norm": gn})
-                    else:
-                        self._step(agg, step, values)
+                    agg.setdefault("grad_norm", []).append(self.backend.step(self.guard, step, values))
         finally:
             self.policy.eval()
             self.value.eval()
@@ -201,11 +181,7 @@ class PPOTrainer:
             pg, pg_stats = core.policy_loss(logp, sub.old_logprobs, sub.advantages, sub.mask, c.clip_range,
                                             sub.is_weights)
             vf, vf_stats = core.value_loss(self.value(sub.batch), sub.values, sub.returns, sub.mask, c.value_clip_range)
-            if self.engine is not None:  # scales by 1/accumulation, steps at the boundary
-                self.engine.backward(pg + c.vf_coef * vf)
-                self.engine.step()
-            else:
-                ((pg + c.vf_coef * vf) / c.gradient_accumulation_steps).backward()
+            self.backend.backward(pg + c.vf_coef * vf)
         for k, val in (("loss/policy", pg.item()), ("loss/value", vf.item()),
                        ("policy/approxkl", pg_stats["approxkl"].item()), ("policy/clipfrac", pg_stats["clipfrac"].item()),
                        ("policy/ratio", pg_stats["ratio"].item()), ("val/clipfrac", vf_stats["clipfrac"].item()),
@@ -220,7 +196,7 @@ class PPOTrainer:
         bar = tqdm(total=c.total_iterations, initial=self.iteration, desc="PPO", disable=not progress or self.rank != 0)
         while self.iteration < c.total_iterations:
             exp = self.make_experience()
-            stats = parallel.mean_over_ranks({**exp.stats, **self.optimise(exp)}, self.world_size)
+            stats = distributed.mean_over_ranks({**exp.stats, **self.optimise(exp)})
             # Ziegler et al.'s horizon counts the samples the whole job has seen, not this rank's.
             self.kl_ctl.update(stats["objective/kl"], c.rollout_batch_size * self.world_size)
             self.iteration += 1
@@ -246,19 +222,13 @@ class PPOTrainer:
     def save_checkpoint(self) -> Path:
         """checkpoints/iter-N/: policy + value weights and optimizer (a DeepSpeed checkpoint under
         DeepSpeed), KL controller, each rank's data order, history. Collective on several ranks."""
-        from .. import distributed
-
         root = self.output_dir / "checkpoints"
         tmp, final = root / f".iter-{self.iteration}.tmp", root / f"iter-{self.iteration}"
         if self.rank == 0:
             shutil.rmtree(tmp, ignore_errors=True)
             tmp.mkdir(parents=True)
         distributed.barrier()
-        if self.engine is not None:
-            self.engine.save_checkpoint(str(tmp), tag="engine")
-        elif self.rank == 0:  # replicas: rank 0's weights are everyone's
-            torch.save({"policy": dict(self.policy.state_dict()), "value": self.value.state_dict(),
-                        "optimizer": self.optimizer.state_dict()}, tmp / "state.pt")
+        self.backend.save(tmp, self.policy, self.value, self.rank)
         meta = {"iteration": self.iteration, "kl_ctl": self.kl_ctl.state_dict(), "order": self._order,
                 "rng": self._rng.getstate()[1], "history": self.history}
         if self.rank != 0:
@@ -274,13 +244,7 @@ class PPOTrainer:
         return final
 
     def load_checkpoint(self, path: Path) -> None:
-        if self.engine is not None:
-            self.engine.load_checkpoint(str(path), tag="engine")
-        else:
-            state = torch.load(path / "state.pt", map_location="cpu", weights_only=True)
-            self.policy.load_state_dict(state["policy"])
-            self.value.load_state_dict(state["value"])
-            self.optimizer.load_state_dict(state["optimizer"])
+        self.backend.load(path, self.policy, self.value)
         meta = json.loads((path / self._state_name()).read_text())
         self.iteration = int(meta["iteration"])
         self.kl_ctl.load_state_dict(meta["kl_ctl"])

@@ -26,14 +26,14 @@ log = logging.getLogger(__name__)
 def run(cfg: DictConfig) -> dict:
     from rlhf.data import format_preflight, preflight
 
-    from ..config import stage_module
     from ..models import load_tokenizer, resolve_source
-    from .common import data_config
+    from . import lookup
+    from .inputs import data_config
 
     data_cfg = data_config(cfg.data)
     source, _ = resolve_source(cfg.model, ("policy", "reward"))
     tokenizer = load_tokenizer(cfg.model, source)
-    report = preflight(data_cfg, stage_module(cfg.stage.name).encoder(cfg, tokenizer))
+    report = preflight(data_cfg, lookup(cfg.stage).encoder(cfg, tokenizer))
     memory = memory_report(cfg, source)
     report["memory"] = memory
     print(format_preflight(report))
@@ -60,7 +60,10 @@ def memory_report(cfg: DictConfig, source: str) -> dict:
         gpu_bytes = int(float(cfg.launch.gpu_memory_gb) * 2**30)
     elif torch.cuda.is_available():
         gpu_bytes = torch.cuda.get_device_properties(0).total_memory
-    size = model_size(source, cfg.model, cfg.peft, cfg.stage.name)
-    return estimate(size, zero_setup(cfg.get("deepspeed")), int(cfg.launch.world_size), cfg.stage.name,
+    from . import facts
+
+    stage = facts(cfg.stage)  # what the stage builds, and whether it holds a reference model
+    size = model_size(source, cfg.model, cfg.peft, stage.model)
+    return estimate(size, zero_setup(cfg.get("deepspeed")), int(cfg.launch.world_size), stage.reference,
                     cfg.peft.method, precompute_ref=bool(cfg.trainer.get("precompute_ref_log_probs")),
                     gpu_memory_bytes=gpu_bytes)

@@ -14,13 +14,16 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from . import common, grpo_losses
+from . import StageFacts, beta_knob, common, grpo_losses, stage_name
 from .curves import Curves, attach
+from .evaluator import PolicyEvaluator, finish_policy, load_reference, reward_scorer
+from .inputs import PROMPT_KINDS, policy_inputs, prompt_encoder, row_metrics, train_prompts
 
 log = logging.getLogger(__name__)
 
-DATA_KINDS = common.PROMPT_KINDS
-encoder = common.prompt_encoder  # prompts to sample from
+FACTS = StageFacts(reference=True, model="causal", online=True, frontier_label=stage_name, knob=beta_knob)
+DATA_KINDS = PROMPT_KINDS
+encoder = prompt_encoder  # prompts to sample from
 TRAINER = None  # per stage name: TRAINERS
 TRAINERS = {"grpo": "trl.GRPOConfig", "rloo": "trl.RLOOConfig"}
 
@@ -76,7 +79,7 @@ def reward_functions(cfg: DictConfig, conversational: bool = False) -> tuple[lis
 
     st, funcs, names = cfg.stage, [], []
     if st.get("reward_model"):
-        scorer = common.reward_scorer(cfg, st.reward_model, "stage.reward_model", conversational)
+        scorer = reward_scorer(cfg, st.reward_model, "stage.reward_model", conversational)
 
         def reward_model(prompts, completions, **_):
             texts = [c[-1]["content"] if isinstance(c, list) else c for c in completions]
@@ -103,19 +106,19 @@ def run(cfg: DictConfig, run_dir: Path):
     name = cfg.stage.name
     config_cls, trainer_cls = {"grpo": (trl.GRPOConfig, trl.GRPOTrainer),
                                "rloo": (trl.RLOOConfig, trl.RLOOTrainer)}[name]
-    rd, ctx = common.start(cfg, run_dir)
-    with rd:
-        source, init_art, tokenizer, splits, prompts, _ = common.online_rl_inputs(cfg)
+    with common.stage_run(cfg, run_dir) as ctx:
+        source, init_art, tokenizer, splits = policy_inputs(cfg, encoder)
+        prompts, _ = train_prompts(splits)
         funcs, reward_names = reward_functions(cfg, splits.conversational)
-        evaluator = common.PolicyEvaluator.from_config(cfg, tokenizer, splits)
+        evaluator = PolicyEvaluator.from_config(cfg, tokenizer, splits)
 
         def reference():  # during training: TRL's (beta > 0), None under LoRA (the adapter disabled), else loaded
             if trainer.ref_model is not None or cfg.peft.method != "none":
                 return trainer.ref_model
-            return common.load_reference(cfg, source, tokenizer)
+            return load_reference(cfg, source, tokenizer)
 
         curves = Curves.from_config(ctx, evaluator, reference)
-        common.begin(ctx)
+        ctx.begin()
 
         # Held-out evaluation is ours (rlhf.evaluation), so TRL's generation-heavy eval loop stays off.
         # generation=vllm: TRL's own colocated vLLM path, with the settings of generation.vllm (rlhf.engines.trl_vllm)
@@ -139,7 +142,7 @@ def run(cfg: DictConfig, run_dir: Path):
             out = ctx.train(trainer)
         logged = [h for h in trainer.state.log_history if "reward" in h]
         metrics: dict = {
-            **common.row_metrics(splits, len(trainer.train_dataset), 0),
+            **row_metrics(splits, len(trainer.train_dataset), 0),
             "prompts": len(prompts), "rewards": reward_names, "beta": args.beta,
             "num_generations": args.num_generations, **count_parameters(policy),
             **({"loss_type": args.loss_type, "importance_sampling_level": args.importance_sampling_level}
@@ -153,6 +156,6 @@ def run(cfg: DictConfig, run_dir: Path):
         if logged:
             log.info("%s: mean reward %.3f -> %.3f over %d logged steps", name.upper(), metrics["reward_first"],
                      metrics["reward_last"], len(logged))
-        return common.finish_policy(ctx, evaluator, trainer.model, tokenizer, metrics, source=source,
+        return finish_policy(ctx, evaluator, trainer.model, tokenizer, metrics, source=source,
                                     reference=curves.reference_model if curves is not None else None,
                                     engine=trainer.deepspeed, extra={"reference_dir": init_art.run_dir if init_art else source})

@@ -14,7 +14,8 @@ from collections.abc import Callable
 
 from .. import distributed
 from ..errors import UserError
-from .common import PolicyEvaluator, StageContext
+from .common import StageContext
+from .evaluator import PolicyEvaluator
 
 log = logging.getLogger(__name__)
 PREFIX = "policy_eval"

@@ -15,11 +15,21 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from .. import distributed
-from . import common
+from . import StageFacts, beta_knob, common
 from .curves import Curves, attach
+from .evaluator import PolicyEvaluator, finish_policy
+from .inputs import policy_inputs, row_metrics
 
 log = logging.getLogger(__name__)
 
+
+def frontier_label(cfg: dict) -> str:
+    """`dpo`, or `dpo[<loss types>]` when the run combines or swaps TRL's DPO losses."""
+    losses = (cfg.get("trainer") or {}).get("loss_type") or ["sigmoid"]
+    return "dpo" if losses == ["sigmoid"] else "dpo[" + "+".join(losses) + "]"
+
+
+FACTS = StageFacts(reference=True, model="causal", online=False, frontier_label=frontier_label, knob=beta_knob)
 DATA_KINDS = ("pair",)
 TRAINER = "trl.DPOConfig"
 # TRL 1.16 DPOConfig.loss_type values (checked before any model loads).
@@ -84,17 +94,14 @@ def _pretokenized(trainer_cls):
 def run(cfg: DictConfig, run_dir: Path):
     from trl import DPOConfig, DPOTrainer
 
-    from ..models import build_policy, count_parameters, load_frozen_policy, load_tokenizer, resolve_source
+    from ..models import build_policy, count_parameters, load_frozen_policy
 
-    rd, ctx = common.start(cfg, run_dir)
-    with rd:
-        source, init_art = resolve_source(cfg.model, ("policy",))
-        tokenizer = load_tokenizer(cfg.model, source)
-        splits = common.load_data(cfg, encoder(cfg, tokenizer))
-        evaluator = common.PolicyEvaluator.from_config(cfg, tokenizer, splits)  # fails early on a bad judge / RM
+    with common.stage_run(cfg, run_dir) as ctx:
+        source, init_art, tokenizer, splits = policy_inputs(cfg, encoder)
+        evaluator = PolicyEvaluator.from_config(cfg, tokenizer, splits)  # fails early on a bad judge / RM
         # the reference during training: TRL's (None under LoRA: the policy with its adapter disabled)
         curves = Curves.from_config(ctx, evaluator, lambda: trainer.ref_model)
-        common.begin(ctx)
+        ctx.begin()
 
         args = ctx.trainer_config(DPOConfig, truncation_mode="keep_start",
                                   **({} if splits.eval else {"eval_strategy": "no"}))
@@ -111,7 +118,7 @@ def run(cfg: DictConfig, run_dir: Path):
             eval_dataset=splits.eval_features if splits.eval else None,
         )
         attach(ctx, trainer, curves)
-        metrics: dict = {**common.row_metrics(splits, len(trainer.train_dataset),
+        metrics: dict = {**row_metrics(splits, len(trainer.train_dataset),
                                               len(trainer.eval_dataset) if splits.eval else 0),
                          "loss_type": list(args.loss_type), "beta": args.beta, **count_parameters(model),
                          "reference_in_memory": trainer.ref_model is not None}
@@ -129,9 +136,9 @@ def run(cfg: DictConfig, run_dir: Path):
                      metrics.get("eval_before_accuracy", float("nan")), metrics.get("eval_accuracy", float("nan")))
 
         # In one process the in-memory reference (None under LoRA: the adapter disabled); under
-        # DeepSpeed / several processes rank 0 evaluates the saved policy (common.finish_policy).
+        # DeepSpeed / several processes rank 0 evaluates the saved policy (evaluator.finish_policy).
         reference = trainer.ref_model if not distributed.uses_deepspeed(cfg) else None
-        return common.finish_policy(ctx, evaluator, trainer.model, tokenizer, metrics, source=source,
+        return finish_policy(ctx, evaluator, trainer.model, tokenizer, metrics, source=source,
                                     reference=reference, engine=trainer.deepspeed,
                                     extra={"reference_dir": init_art.run_dir if init_art else source})
 

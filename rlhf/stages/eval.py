@@ -16,12 +16,15 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from .. import distributed
-from . import common
+from . import StageFacts, beta_knob, common, stage_name
+from .evaluator import PolicyEvaluator, load_reference
+from .inputs import PROMPT_KINDS, prompt_encoder
 
 log = logging.getLogger(__name__)
 
-DATA_KINDS = common.PROMPT_KINDS
-encoder = common.prompt_encoder  # prompts to sample from
+FACTS = StageFacts(reference=False, model="causal", online=False, frontier_label=stage_name, knob=beta_knob)
+DATA_KINDS = PROMPT_KINDS
+encoder = prompt_encoder  # prompts to sample from
 TRAINER = None
 
 
@@ -39,12 +42,11 @@ def problems(cfg: DictConfig) -> list[str]:
 
 
 def run(cfg: DictConfig, run_dir: Path):
-    from ..artifacts import read_artifact
     from ..errors import UserError
     from ..models import load_frozen_policy, load_tokenizer, resolve_source
+    from ..run.artifacts import read_artifact
 
-    rd, ctx = common.start(cfg, run_dir)
-    with rd:
+    with common.stage_run(cfg, run_dir) as ctx:
         source, art = resolve_source(cfg.model, ("policy",))
         ref = cfg.stage.reference or art.extra.get("reference_dir")
         if not ref:
@@ -57,12 +59,12 @@ def run(cfg: DictConfig, run_dir: Path):
         tokenizer = load_tokenizer(cfg.model, source)
         cfg_eval = cfg.copy()
         OmegaConf.update(cfg_eval, "evaluation.enabled", True)
-        evaluator = common.PolicyEvaluator.from_config(cfg_eval, tokenizer)
-        common.begin(ctx)
+        evaluator = PolicyEvaluator.from_config(cfg_eval, tokenizer)
+        ctx.begin()
 
         def evaluate():  # rank 0 only under a launcher (the others wait): whole models, no ZeRO
             policy = load_frozen_policy(cfg.model, source, tokenizer)
-            reference = common.load_reference(cfg, ref_source, tokenizer)
+            reference = load_reference(cfg, ref_source, tokenizer)
             log.info("policy %s vs reference %s on %d prompts", source, ref_source, len(evaluator.prompts))
             return evaluator.run(ctx, policy, reference)
 

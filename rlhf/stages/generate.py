@@ -24,12 +24,15 @@ from omegaconf import DictConfig, OmegaConf
 
 from .. import distributed
 from ..schema import Generation
-from . import common
+from . import StageFacts, beta_knob, common, stage_name
+from .evaluator import reward_scorer
+from .inputs import PROMPT_KINDS, distinct_prompts, policy_inputs, prompt_encoder, row_metrics
 
 log = logging.getLogger(__name__)
 
-DATA_KINDS = common.PROMPT_KINDS
-encoder = common.prompt_encoder  # prompts to sample from
+FACTS = StageFacts(reference=False, model="causal", online=False, frontier_label=stage_name, knob=beta_knob)
+DATA_KINDS = PROMPT_KINDS
+encoder = prompt_encoder  # prompts to sample from
 TRAINER = None
 
 
@@ -70,26 +73,23 @@ def run(cfg: DictConfig, run_dir: Path):
     from ..engines import engine_for
     from ..errors import UserError
     from ..judges import resolve
-    from ..models import build_policy, load_tokenizer, resolve_source, stop_token_ids
+    from ..models import build_policy, stop_token_ids
     from ..sampling import merge_samples, sample
 
     st = cfg.stage
-    rd, ctx = common.start(cfg, run_dir)
-    with rd:
-        source, _ = resolve_source(cfg.model, ("policy",))
-        tokenizer = load_tokenizer(cfg.model, source)
-        splits = common.load_data(cfg, encoder(cfg, tokenizer))
+    with common.stage_run(cfg, run_dir) as ctx:
+        source, _, tokenizer, splits = policy_inputs(cfg, encoder)
         use_eval = st.split == "eval" or st.output == "best_of_n"
-        prompts, prompt_ids = common.distinct_prompts(splits.eval if use_eval else splits.train,
+        prompts, prompt_ids = distinct_prompts(splits.eval if use_eval else splits.train,
                                                       splits.eval_features if use_eval else splits.train_features)
         if st.num_prompts:
             prompts, prompt_ids = prompts[: int(st.num_prompts)], prompt_ids[: int(st.num_prompts)]
         if not prompts:
             raise UserError(f"stage=generate: no prompts in the {st.split} split of {splits.source}")
         judge = resolve(str(st.judge), "stage.judge") if st.judge else None
-        reward = (common.reward_scorer(cfg, st.reward_model, "stage.reward_model", splits.conversational)
+        reward = (reward_scorer(cfg, st.reward_model, "stage.reward_model", splits.conversational)
                   if st.reward_model else None)
-        common.begin(ctx)
+        ctx.begin()
 
         gen = Generation.from_mapping(OmegaConf.to_container(st.generation, resolve=True))
         with distributed.zero3_init_off():
@@ -104,7 +104,7 @@ def run(cfg: DictConfig, run_dir: Path):
         s = merge_samples(distributed.all_gather(mine))
         metrics, extra = distributed.on_main(_score_and_write, ctx.run_dir, st, prompts, s, gen.num_samples,
                                              judge, reward)
-        metrics = {**common.row_metrics(splits, 0 if use_eval else len(prompts), len(prompts) if use_eval else 0),
+        metrics = {**row_metrics(splits, 0 if use_eval else len(prompts), len(prompts) if use_eval else 0),
                    **metrics}
         return common.finish(ctx, kind="data", model=None, tokenizer=None, metrics=metrics, extra=extra)
 
@@ -114,8 +114,8 @@ def _score_and_write(run_dir: Path, st, prompts, s, k: int, judge, reward) -> tu
     gold), write samples.jsonl, the preference data and generate.json."""
     from rlhf.data.chat import plain_text
 
-    from ..artifacts import write_json_atomic
     from ..errors import UserError
+    from ..run.artifacts import write_json_atomic
 
     texts = [plain_text(p) for p in s.prompts]
     scores = [float(x) for x in (reward(s.prompts, s.completions) if reward else judge(texts, s.completions))]

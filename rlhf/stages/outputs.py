@@ -1,6 +1,6 @@
 """What a finished stage writes beside its model, so the model works elsewhere: the lineage and the
 adapter's real base in the manifest, the reward model's and the adapter's portable files
-(`rlhf.portable`), and a model card in each model folder (`rlhf.cards`)."""
+(`rlhf.run.portable`), and a model card in each model folder (`rlhf.run.cards`)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from ..artifacts import Artifact, read_artifact
+from ..run.artifacts import Artifact, read_artifact
 
 log = logging.getLogger(__name__)
 
@@ -43,8 +43,8 @@ def grown_vocab(cfg: DictConfig, start: str, tokenizer) -> int | None:
 
 def export(cfg: DictConfig, art: Artifact, tokenizer, base_vocab: int | None) -> None:
     """Rank 0, after the model is saved and before the manifest: portable files and model cards."""
-    from .. import portable
-    from ..cards import write_card
+    from ..run import portable
+    from ..run.cards import write_card
 
     run_dir = Path(art.run_dir)
     usage: dict = {}

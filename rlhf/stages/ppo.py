@@ -16,13 +16,26 @@ from typing import Literal
 from omegaconf import DictConfig, OmegaConf
 
 from .. import distributed
-from . import common
+from . import StageFacts, common, stage_name
 from .curves import Curves
+from .evaluator import PolicyEvaluator, finish_policy, load_reference, reward_scorer
+from .inputs import PROMPT_KINDS, policy_inputs, prompt_encoder, row_metrics, train_prompts
 
 log = logging.getLogger(__name__)
 
-DATA_KINDS = common.PROMPT_KINDS
-encoder = common.prompt_encoder  # prompts to sample from
+
+def knob(trainer: dict) -> str | None:
+    """The KL leash that places a PPO run on the frontier: the adaptive controller's target, or a fixed β."""
+    from ..ppo.config import PPOConfig  # the defaults of a config.yaml written before a knob existed
+
+    if trainer.get("kl_control", PPOConfig.kl_control) == "adaptive":
+        return f"target={trainer.get('kl_target', PPOConfig.kl_target):g}"
+    return f"β={trainer.get('kl_coef'):g}" if trainer.get("kl_coef") is not None else None
+
+
+FACTS = StageFacts(reference=True, model="causal", online=True, frontier_label=stage_name, knob=knob)
+DATA_KINDS = PROMPT_KINDS
+encoder = prompt_encoder  # prompts to sample from
 TRAINER = "rlhf.ppo.config.PPOConfig"
 
 
@@ -49,16 +62,15 @@ def problems(cfg: DictConfig) -> list[str]:
             resolve(str(st.judge), "stage.judge")
         except UserError as e:
             out += e.problems
-    t = cfg.trainer
-    ints = {k: t.get(k, d) for k, d in (("rollout_batch_size", 64), ("mini_batch_size", 16),
-                                        ("gradient_accumulation_steps", 1))}
-    if all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in ints.values()):
-        if ints["rollout_batch_size"] % ints["mini_batch_size"]:
-            out.append(f"trainer.rollout_batch_size: {ints['rollout_batch_size']} must be a multiple of "
-                       f"trainer.mini_batch_size ({ints['mini_batch_size']})")
-        if ints["mini_batch_size"] % ints["gradient_accumulation_steps"]:
-            out.append(f"trainer.mini_batch_size: {ints['mini_batch_size']} must be a multiple of "
-                       f"trainer.gradient_accumulation_steps ({ints['gradient_accumulation_steps']})")
+    from ..ppo.config import PPOConfig, PPOConfigError
+
+    node = OmegaConf.to_container(cfg.trainer, resolve=True)
+    try:  # PPO's rules and defaults live in PPOConfig: construct it, as the stage will
+        PPOConfig(**{k: v for k, v in node.items() if k in PPOConfig.field_names()})
+    except PPOConfigError as e:
+        out += e.problems("trainer.")
+    except (TypeError, ValueError):
+        pass  # a wrong key, type or value: said by the trainer: node's own check (rlhf.config.trainer_problems)
     if st.get("value_from") == "reward" and st.get("reward_model"):
         from ..errors import UserError
 
@@ -71,10 +83,10 @@ def problems(cfg: DictConfig) -> list[str]:
 
 def _value_vocabulary_problems(cfg: DictConfig, tokenizer) -> list[str]:
     """A value model made from the reward model reads the policy's token ids: the reward model must
-    use the same vocabulary (rlhf.integrity.same_vocabulary). Loads tokenizers only."""
-    from ..artifacts import read_artifact
-    from ..integrity import same_vocabulary
+    use the same vocabulary (rlhf.run.integrity.same_vocabulary). Loads tokenizers only."""
     from ..models import artifact_tokenizer, load_tokenizer, resolve_source
+    from ..run.artifacts import read_artifact
+    from ..run.integrity import same_vocabulary
 
     art = read_artifact(cfg.stage.reward_model, expect_kinds=("reward",), what="stage.reward_model")
     rm_tok = artifact_tokenizer(art, "stage.reward_model")
@@ -92,7 +104,7 @@ def _scorer(cfg: DictConfig, conversational: bool):
     """(scorer, reward artifact dir or None): a reward model, else the judge (prompts as plain text)."""
     st = cfg.stage
     if st.reward_model:
-        return common.reward_scorer(cfg, st.reward_model, "stage.reward_model", conversational), st.reward_model
+        return reward_scorer(cfg, st.reward_model, "stage.reward_model", conversational), st.reward_model
     from rlhf.data.chat import plain_text
 
     from ..judges import resolve
@@ -104,18 +116,18 @@ def _scorer(cfg: DictConfig, conversational: bool):
 def run(cfg: DictConfig, run_dir: Path):
     import torch
 
-    from ..artifacts import read_artifact, write_json_atomic
     from ..engines import engine_for
     from ..errors import UserError
-    from ..guards import StepGuard
     from ..models import build_policy, build_value_model, count_parameters, save_model, stop_token_ids
     from ..ppo import PPOConfig, PPOTrainer, ValueModel, kl_trace_summary, last_checkpoint
+    from ..run.artifacts import read_artifact, write_json_atomic
+    from ..run.guards import StepGuard
 
     st = cfg.stage
     ppo_cfg = PPOConfig(**{**OmegaConf.to_container(cfg.trainer, resolve=True), "seed": int(cfg.seed)})
-    rd, ctx = common.start(cfg, run_dir)
-    with rd:
-        source, init_art, tokenizer, splits, prompts, prompt_ids = common.online_rl_inputs(cfg)
+    with common.stage_run(cfg, run_dir) as ctx:
+        source, init_art, tokenizer, splits = policy_inputs(cfg, encoder)
+        prompts, prompt_ids = train_prompts(splits)
         if st.value_from == "reward" and (wrong := _value_vocabulary_problems(cfg, tokenizer)):
             raise UserError(wrong)
         scorer, rm_dir = _scorer(cfg, splits.conversational)
@@ -124,14 +136,14 @@ def run(cfg: DictConfig, run_dir: Path):
             value_src = str(rm.path(rm.model_dir))
         else:
             value_src = source
-        evaluator = common.PolicyEvaluator.from_config(cfg, tokenizer, splits)
+        evaluator = PolicyEvaluator.from_config(cfg, tokenizer, splits)
         curves = Curves.from_config(ctx, evaluator, lambda: trainer.ref_model)  # None under LoRA: adapter disabled
-        common.begin(ctx)
+        ctx.begin()
 
         torch.manual_seed(int(cfg.seed))  # the value head of a policy-initialised critic is new
         policy = build_policy(cfg.model, cfg.peft, tokenizer)
         lora = cfg.peft.method != "none"
-        reference = None if lora else common.load_reference(cfg, source, tokenizer)
+        reference = None if lora else load_reference(cfg, source, tokenizer)
         try:
             value = ValueModel(build_value_model(cfg.model, value_src, tokenizer))
         except ValueError as e:
@@ -158,7 +170,7 @@ def run(cfg: DictConfig, run_dir: Path):
         first, last = history[0], history[-1]
         ctx.train_info = {"nonfinite_skipped_steps": guard.skipped} if guard.skipped else {}
         metrics: dict = {
-            **common.row_metrics(splits, len(prompts), 0),
+            **row_metrics(splits, len(prompts), 0),
             "prompts": len(prompts), "iterations": len(history), **count_parameters(policy),
             "world_size": trainer.world_size, "rollouts_per_iteration": ppo_cfg.rollout_batch_size * trainer.world_size,
             "reference_in_memory": reference is not None, "model_dtypes": dtypes,
@@ -174,7 +186,7 @@ def run(cfg: DictConfig, run_dir: Path):
         log.info("PPO: score %.3f -> %.3f, KL %.2f nats (beta %.4f)", metrics["score_first"], metrics["score_last"],
                  metrics["kl_last"], metrics["kl_coef_last"])
         save_model(value.seq, tokenizer, ctx.run_dir, trainer.engine, subdir="value")  # collective under ZeRO-3
-        return common.finish_policy(ctx, evaluator, trainer.policy, tokenizer, metrics, source=source,
+        return finish_policy(ctx, evaluator, trainer.policy, tokenizer, metrics, source=source,
                                     reference=trainer.ref_model if ds is None else None, engine=trainer.engine,
                                     extra={"reference_dir": init_art.run_dir if init_art else source,
                                            "value_dir": "value"})

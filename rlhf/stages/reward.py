@@ -16,10 +16,12 @@ from typing import Literal
 from omegaconf import DictConfig
 
 from .. import distributed
-from . import common
+from . import StageFacts, beta_knob, common, stage_name
+from .inputs import policy_inputs, row_metrics
 
 log = logging.getLogger(__name__)
 
+FACTS = StageFacts(reference=False, model="score", online=False, frontier_label=stage_name, knob=beta_knob)
 DATA_KINDS = ("pair", "ranked")
 TRAINER = "trl.RewardConfig"
 
@@ -50,16 +52,13 @@ def run(cfg: DictConfig, run_dir: Path):
 
     from rlhf.reward import KWiseRewardTrainer, evaluate_pairs, evaluate_ranked
 
-    from ..models import build_reward_model, count_parameters, load_tokenizer, resolve_source
+    from ..models import build_reward_model, count_parameters
 
-    rd, ctx = common.start(cfg, run_dir)
-    with rd:
-        source, _ = resolve_source(cfg.model, ("policy", "reward"))
-        tokenizer = load_tokenizer(cfg.model, source)
+    with common.stage_run(cfg, run_dir) as ctx:
+        source, _, tokenizer, splits = policy_inputs(cfg, encoder, kinds=("policy", "reward"))
         max_length = int(cfg.model.max_length)
-        splits = common.load_data(cfg, encoder(cfg, tokenizer))
         loss = {"pair": "pairwise", "ranked": "kwise"}[splits.kind] if cfg.stage.loss == "auto" else cfg.stage.loss
-        common.begin(ctx)
+        ctx.begin()
 
         train = splits.train_features
         evalset = splits.eval_features if splits.eval else None
@@ -71,7 +70,7 @@ def run(cfg: DictConfig, run_dir: Path):
                               train_dataset=train, eval_dataset=evalset)
         common.track(ctx, trainer)
 
-        metrics: dict = {"loss": loss, **common.row_metrics(splits, len(trainer.train_dataset),
+        metrics: dict = {"loss": loss, **row_metrics(splits, len(trainer.train_dataset),
                                                             len(trainer.eval_dataset) if evalset is not None else 0),
                          **count_parameters(model)}
 

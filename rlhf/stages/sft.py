@@ -12,13 +12,15 @@ from typing import Literal
 
 from omegaconf import DictConfig
 
-from . import common
+from . import StageFacts, beta_knob, common, stage_name
+from .inputs import policy_inputs, row_metrics
 
 log = logging.getLogger(__name__)
 
+FACTS = StageFacts(reference=False, model="causal", online=False, frontier_label=stage_name, knob=beta_knob)
 DATA_KINDS = ("sft",)
 TRAINER = "trl.SFTConfig"
-# stage.batching -> SFTConfig fields; `grouped` also swaps in our sampler (rlhf/batching.py).
+# stage.batching -> SFTConfig fields; `grouped` also swaps in our sampler (rlhf/stages/batching.py).
 # Measured side by side with plain TRL in bench/run.py (P2).
 BATCHING = {
     "grouped": dict(packing=False),
@@ -57,16 +59,13 @@ def run(cfg: DictConfig, run_dir: Path):
     from transformers import EarlyStoppingCallback
     from trl import SFTConfig, SFTTrainer
 
-    from ..batching import length_grouped
-    from ..models import build_policy, count_parameters, load_tokenizer, resolve_source
+    from ..models import build_policy, count_parameters
+    from .batching import length_grouped
 
     st = cfg.stage
-    rd, ctx = common.start(cfg, run_dir)
-    with rd:
-        source, _ = resolve_source(cfg.model, ("policy",))
-        tokenizer = load_tokenizer(cfg.model, source)
-        splits = common.load_data(cfg, encoder(cfg, tokenizer))
-        common.begin(ctx)
+    with common.stage_run(cfg, run_dir) as ctx:
+        source, _, tokenizer, splits = policy_inputs(cfg, encoder)
+        ctx.begin()
 
         extra = dict(BATCHING[st.batching])
         callbacks = []
@@ -87,7 +86,7 @@ def run(cfg: DictConfig, run_dir: Path):
             eval_dataset=splits.eval_features if splits.eval else None,
         )
         common.track(ctx, trainer)
-        metrics: dict = {**common.row_metrics(splits, len(trainer.train_dataset),
+        metrics: dict = {**row_metrics(splits, len(trainer.train_dataset),
                                               len(trainer.eval_dataset) if splits.eval else 0),
                          "loss_on": st.loss_on, **count_parameters(model)}
         if splits.eval and st.eval_before:

@@ -105,3 +105,21 @@ def test_oasst_skips_deleted_unranked_and_prompter_rankings():
     assert oasst_trees(tree) == [
         {"prompt": "\n\nHuman: Hi\n\nAssistant:", "responses": [" Hello", " Hey"], "ranks": [1, 0]}
     ]
+
+
+def test_a_new_preset_is_one_function_and_one_entry(tmp_path, monkeypatch):
+    """PRESETS is the one list: an entry makes the format accepted, its kinds checked, its rows converted."""
+    from rlhf.data.presets import PRESETS, Preset
+
+    def shouting(raw, conversational=False, kind="sft"):
+        return [{"prompt": raw["q"], "completion": " " + raw["a"].upper()}]
+
+    src = tmp_path / "qa.jsonl"
+    src.write_text("".join(json.dumps({"q": f"Question {i}?", "a": f"answer {i}"}) + "\n" for i in range(20)))
+    with pytest.raises(UserError, match="data.format: 'shouting' is not one of"):
+        DataConfig(kind="sft", source=str(src), format="shouting")
+    monkeypatch.setitem(PRESETS, "shouting", Preset(shouting, ("sft",)))
+    splits = load_splits(DataConfig(kind="sft", source=str(src), format="shouting", eval_rows=2))
+    assert len(splits.train) == 18 and splits.train[0]["completion"].isupper()
+    with pytest.raises(UserError, match="data.kind: format shouting produces sft rows, but kind is pair"):
+        DataConfig(kind="pair", source=str(src), format="shouting")

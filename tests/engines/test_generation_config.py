@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from rlhf.config import validate
 from rlhf.engines import versions
 from rlhf.errors import UserError
+from rlhf.runner import validate
 
 
 def test_vllm_with_stories260k_is_refused_naming_the_supported_head_dims(cli):

@@ -70,7 +70,7 @@ def partial_checkpoint(run_dir: Path) -> None:
 def kill_and_resume(stage: str, root: Path, fixtures: dict[str, Path], partial: bool = False) -> Trial:
     """The trial described in the module docstring; `partial`: also leave a half-written newer
     checkpoint behind the kill (the resume must skip it)."""
-    from rlhf.runs import read_status
+    from rlhf.run.runs import read_status
 
     args, runs = stage_args(stage, fixtures), root / "runs"
     ref, run = root / f"{stage}-uninterrupted", root / f"{stage}-killed"
@@ -145,7 +145,7 @@ def kill_mid_checkpoint(root: Path, fixtures: dict[str, Path]) -> Trial:
     """SFT killed the moment a checkpoint folder appears, before its trainer_state.json (the window is
     milliseconds wide; when the poll misses it the kill lands just after, which is a plain kill),
     then resumed: it must pick the newest *complete* checkpoint and match the uninterrupted run."""
-    from rlhf.runs import read_status
+    from rlhf.run.runs import read_status
 
     args, runs = [*stage_args("sft", fixtures), "trainer.save_steps=1"], root / "runs"
     ref, run = root / "mid-uninterrupted", root / "mid-killed"

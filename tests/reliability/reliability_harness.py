@@ -203,7 +203,7 @@ def build_foreign_rm(run_dir: Path) -> Path:
     import torch
     from transformers import GPT2TokenizerFast, LlamaConfig, LlamaForSequenceClassification
 
-    from rlhf.artifacts import Artifact, RunDir, write_artifact
+    from rlhf.run.artifacts import Artifact, RunDir, write_artifact
 
     tok_dir = ASSETS / "tokenizers" / "gpt2"
     tok = GPT2TokenizerFast(vocab_file=str(tok_dir / "vocab.json"), merges_file=str(tok_dir / "merges.txt"))

@@ -102,7 +102,7 @@ def test_finish_refuses_to_publish_non_finite_weights(reliability_root, compose,
 
 
 def test_metrics_and_manifest_are_strict_json(tmp_path):
-    from rlhf.artifacts import Artifact, RunDir, write_artifact
+    from rlhf.run.artifacts import Artifact, RunDir, write_artifact
 
     run = tmp_path / "run"
     with RunDir(run):
@@ -115,8 +115,8 @@ def test_metrics_and_manifest_are_strict_json(tmp_path):
 def test_a_poisoned_artifact_is_refused_by_every_stage_that_would_load_it(reliability_root, tmp_path):
     import shutil
 
-    from rlhf.artifacts import read_artifact
     from rlhf.errors import UserError
+    from rlhf.run.artifacts import read_artifact
 
     _, fx = reliability_root
     run = shutil.copytree(fx["rm"], tmp_path / "rm", ignore=shutil.ignore_patterns(".rlhf.lock"))

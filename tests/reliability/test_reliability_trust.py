@@ -34,8 +34,8 @@ def test_a_run_dir_a_live_process_holds_is_refused(tmp_path):
     run = tmp_path / "run"
     holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
         import sys, time
-        from rlhf import runs
-        from rlhf.artifacts import RunDir
+        from rlhf.run import runs
+        from rlhf.run.artifacts import RunDir
         rd = RunDir({str(run)!r}); rd.__enter__()
         print("held", flush=True); time.sleep(120)
     """)], stdout=subprocess.PIPE, text=True)

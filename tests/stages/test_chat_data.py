@@ -146,10 +146,10 @@ def test_the_four_formats_train_and_each_stage_holds_what_check_counted(compose,
     """sft (messages, conversational prompt/completion), reward (pairs, implicit prompt, ranked), dpo
     (implicit prompt), grpo (the prompts of implicit-prompt pairs; prompt-only rows): every trainer holds
     exactly the rows validated."""
-    from rlhf.config import stage_module
     from rlhf.data import preflight
     from rlhf.models import load_tokenizer
-    from rlhf.stages.common import data_config
+    from rlhf.stages import stage_module
+    from rlhf.stages.inputs import data_config
 
     pairs = _conv_pairs(12)
     files = {

@@ -7,8 +7,8 @@ import json
 import pytest
 import torch
 
-from rlhf.artifacts import read_artifact
 from rlhf.errors import UserError
+from rlhf.run.artifacts import read_artifact
 from rlhf.runner import run_stage as run
 
 QUIET = ["logger=none", "trainer.save_strategy=no", "trainer.logging_steps=5"]
@@ -110,7 +110,7 @@ def test_dpo_refuses_a_reward_artifact_and_bad_loss_options(compose, sft_dir, tm
     with pytest.raises(UserError, match="holds a reward model"):
         run(compose(*QUIET, "stage=dpo", "debug=smoke", f"model.init_from={tmp_path / 'rm'}"), tmp_path / "dpo")
     assert not (tmp_path / "dpo").exists()
-    from rlhf.config import validate
+    from rlhf.runner import validate
 
     with pytest.raises(UserError, match="exo_pair needs label_smoothing > 0"):
         validate(compose("stage=dpo", "trainer.loss_type=[exo_pair]"))

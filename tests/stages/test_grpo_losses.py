@@ -33,7 +33,7 @@ def test_accepted_values_are_trls():
 
 
 def test_unknown_loss_type_and_level_are_refused_together(compose):
-    from rlhf.config import validate
+    from rlhf.runner import validate
 
     with pytest.raises(UserError) as e:
         validate(compose(*QUIET, "trainer.loss_type=dappo", "trainer.importance_sampling_level=sequense"))
@@ -43,7 +43,7 @@ def test_unknown_loss_type_and_level_are_refused_together(compose):
 
 
 def test_rloo_has_no_grpo_loss_types(compose):
-    from rlhf.config import validate
+    from rlhf.runner import validate
 
     with pytest.raises(UserError, match="trainer.loss_type: not an option of RLOOConfig"):
         validate(compose(*[q.replace("stage=grpo", "stage=rloo") for q in QUIET], "+trainer.loss_type=dapo"))

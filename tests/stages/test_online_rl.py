@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from rlhf.artifacts import read_artifact
 from rlhf.errors import UserError
+from rlhf.run.artifacts import read_artifact
 from rlhf.runner import run_stage as run
 
 QUIET = ["logger=none", "debug=smoke", "evaluation.max_prompts=4", "evaluation.generation.max_new_tokens=8",

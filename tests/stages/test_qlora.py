@@ -64,8 +64,8 @@ def rm(sft, compose_any):
 def test_qlora_policy_is_nf4_in_float32_and_only_adapters_learn(compose):
     import bitsandbytes as bnb
 
-    from rlhf.config import validate
     from rlhf.models import build_policy
+    from rlhf.runner import validate
 
     cfg = compose("peft=qlora")
     validate(cfg)  # CPU: allowed, since a 4-bit layer runs here

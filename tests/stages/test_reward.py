@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from rlhf.artifacts import read_artifact
 from rlhf.errors import UserError
+from rlhf.run.artifacts import read_artifact
 from rlhf.runner import run_stage as run
 
 FAST = ["stage=reward", "logger=none", "trainer.eval_strategy=no", "trainer.save_strategy=no",

@@ -8,8 +8,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from rlhf.artifacts import Artifact, RunDir, read_artifact, write_artifact
 from rlhf.errors import UserError
+from rlhf.run.artifacts import Artifact, RunDir, read_artifact, write_artifact
 from rlhf.runner import run_stage as run
 
 FAST = ["logger=none", "trainer.eval_strategy=no", "trainer.save_strategy=no", "trainer.logging_steps=5"]

@@ -6,7 +6,7 @@ Layout of a finished run directory::
     status.json      running | failed (with the error) | finished
     model/           the model in Hugging Face format (safetensors) + tokenizer + README.md (model card)
     adapter/         the PEFT adapter, when trained with LoRA/QLoRA (+ its model card)
-    rm-<name>        a reward model only: a link to model/ that names it in TRL (`rlhf.portable`)
+    rm-<name>        a reward model only: a link to model/ that names it in TRL (`rlhf.run.portable`)
     metrics.json     the stage's final metrics
     history.jsonl    one JSON object per logged step (`rlhf.tracking`), whatever the logger
     artifact.json    the manifest, written last and atomically: its presence means "finished"
@@ -27,9 +27,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..distributed import is_main
+from ..errors import RunFailed, UserError
 from . import runs
-from .distributed import is_main
-from .errors import RunFailed, UserError
 
 MANIFEST = "artifact.json"
 FORMAT_VERSION = 1
@@ -163,7 +163,7 @@ def config_hash(cfg_container: dict) -> str:
 
 
 def code_version() -> str:
-    from . import __version__
+    from .. import __version__
 
     try:
         sha = subprocess.run(

@@ -25,7 +25,7 @@ import socket
 from pathlib import Path
 from typing import Any
 
-from .errors import UserError
+from ..errors import UserError
 
 LOCK = ".rlhf.lock"
 STATUS = "status.json"

@@ -6,7 +6,7 @@ best-of-n `generate.json`, and writes next to them:
   frontier.png   left: gold score (the judge) against KL(policy || reference); right: the reward
                  model's (proxy) score against the same KL. Where the proxy keeps rising and the gold
                  score does not is over-optimisation (Gao et al. 2023). KL axis from 0, where the
-                 reference sits; bars: bootstrap intervals over prompts on both axes (rlhf/stats.py).
+                 reference sits; bars: bootstrap intervals over prompts on both axes (rlhf/report/stats.py).
   frontier.md    the same as a markdown table, with the intervals, n and the judge
   frontier.json  the rows
 
@@ -21,25 +21,21 @@ import json
 import sys
 from pathlib import Path
 
-from .errors import UserError
+from ..errors import UserError
 from .stats import CONFIDENCE, N_RESAMPLES, SEED, prompt_bootstrap
 
 
-def _method(cfg: dict) -> str:
-    stage = (cfg.get("stage") or {}).get("name", "?")
-    if stage == "dpo":
-        losses = (cfg.get("trainer") or {}).get("loss_type") or ["sigmoid"]
-        return "dpo" if losses == ["sigmoid"] else "dpo[" + "+".join(losses) + "]"
-    return stage
+def _placement(cfg: dict) -> tuple[str, str | None]:
+    """(method label, knob) of a run on the frontier, as its stage declares them (FACTS.frontier_label,
+    FACTS.knob; rlhf/stages/__init__.py); a stage this code does not know is labelled by its name."""
+    from ..stages import beta_knob, facts, stage_name
 
-
-def _knob(method: str, t: dict) -> str | None:
-    """The setting that places a run on the frontier: DPO/GRPO/RLOO β, PPO's KL coefficient or target."""
-    if method == "ppo":
-        if t.get("kl_control", "adaptive") == "adaptive":
-            return f"target={t.get('kl_target', 6.0):g}"
-        return f"β={t.get('kl_coef'):g}" if t.get("kl_coef") is not None else None
-    return f"β={t['beta']:g}" if isinstance(t.get("beta"), int | float) else None
+    stage, t = cfg.get("stage") or {}, cfg.get("trainer") or {}
+    try:
+        f = facts(stage)
+    except UserError:
+        return stage_name(cfg), beta_knob(t)
+    return f.frontier_label(cfg), f.knob(t)
 
 
 def _intervals(ev: dict, score: str) -> dict:
@@ -73,8 +69,9 @@ def collect(root: Path) -> list[dict]:
         score = "gold" if "gold_policy" in ev else "rm"
         if f"{score}_policy" not in ev:
             continue
+        method, knob = _placement(cfg)
         rows.append({
-            "run": str(run.relative_to(root)) or ".", "method": _method(cfg), "knob": _knob(_method(cfg), t),
+            "run": str(run.relative_to(root)) or ".", "method": method, "knob": knob,
             "beta": t.get("beta", t.get("kl_coef")),
             "learning_rate": t.get("learning_rate"), "kl": ev["kl"], "score": score,
             "policy": ev[f"{score}_policy"], "reference": ev[f"{score}_reference"],
@@ -160,7 +157,7 @@ def log_wandb(rows: list[dict], root: Path, png: Path) -> str | None:
 
     import wandb
 
-    from .tracking import wandb_api_key_configured
+    from ..tracking import wandb_api_key_configured
 
     mode = os.environ.get("WANDB_MODE") or ("online" if wandb_api_key_configured() else "offline")
     projects = {r["wandb_project"] for r in rows if r.get("wandb_project")}
@@ -195,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as e:
         print(f"rlhf: error: {e.message}", file=sys.stderr)
         return 2
-    from .report_plot import plot
+    from .plot import plot
 
     png, md = a.dir / "frontier.png", a.dir / "frontier.md"
     plot(rows, png, judges=judge_names(rows), note=interval_note(rows))

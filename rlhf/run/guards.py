@@ -25,7 +25,8 @@ from pathlib import Path
 from transformers import TrainerCallback
 from transformers.trainer_callback import ExportableState
 
-from .errors import RunFailed
+from .. import distributed
+from ..errors import RunFailed
 
 log = logging.getLogger(__name__)
 
@@ -131,7 +132,7 @@ class NonFiniteGuard(TrainerCallback, ExportableState):
         grads = [p.grad for p in params if p.grad is not None]
         norm = float(torch.nn.utils.get_total_norm(grads)) if grads else None
         bad_loss, self._bad_loss = self._bad_loss, None
-        bad = _any_rank(bad_loss is not None or (norm is not None and not math.isfinite(norm)), args.device)
+        bad = distributed.any_rank(bad_loss is not None or (norm is not None and not math.isfinite(norm)))
         if not bad:
             self.guard.check(f"step {state.global_step + 1}", {})
             return
@@ -143,7 +144,7 @@ class NonFiniteGuard(TrainerCallback, ExportableState):
 
     def train_loss(self, global_step: int) -> float:
         """Mean loss per optimizer step over the whole run (resumed or not), skipped steps left out."""
-        return _mean_over_ranks(self.loss_sum) / max(global_step - self.guard.skipped, 1)
+        return distributed.mean_over_ranks(self.loss_sum) / max(global_step - self.guard.skipped, 1)
 
     # ---- carried inside each checkpoint (trainer_state.json, "stateful_callbacks") -------------
     def state(self) -> dict:
@@ -164,32 +165,6 @@ class NonFiniteGuard(TrainerCallback, ExportableState):
         self.num_tokens = attrs.get("num_tokens")
         if self.num_tokens is not None and hasattr(self.trainer, "_total_train_tokens"):
             self.trainer._total_train_tokens = int(self.num_tokens)
-
-
-def _any_rank(flag: bool, device) -> bool:
-    """True on every rank when it is True on one (so all ranks skip or stop together)."""
-    import torch.distributed as dist
-
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return flag
-    import torch
-
-    t = torch.tensor([1.0 if flag else 0.0], device=device)
-    dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    return bool(t.item())
-
-
-def _mean_over_ranks(x: float) -> float:
-    import torch.distributed as dist
-
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return x
-    import torch
-
-    backend_device = "cuda" if dist.get_backend() == "nccl" else "cpu"
-    t = torch.tensor([x], dtype=torch.float64, device=backend_device)
-    dist.all_reduce(t)
-    return float(t.item()) / dist.get_world_size()
 
 
 def check_published(run_dir: Path, dirs: list[str | None]) -> None:

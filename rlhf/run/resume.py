@@ -23,7 +23,7 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from .errors import UserError
+from ..errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -140,7 +140,7 @@ def train(trainer, cfg, run_dir: Path):
     `resumed_from_step` and `num_tokens_at_resume` after a resume, and `nonfinite_skipped_steps`."""
     from transformers.trainer_utils import TrainOutput
 
-    from . import distributed
+    from .. import distributed
     from .guards import NonFiniteGuard
 
     ckpt = distributed.on_main(last_complete_checkpoint, Path(run_dir) / "checkpoints")

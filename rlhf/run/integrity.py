@@ -1,6 +1,6 @@
-"""What a stage checks of an artifact (rlhf.artifacts.Artifact) before it builds on it: the model and
+"""What a stage checks of an artifact (rlhf.run.artifacts.Artifact) before it builds on it: the model and
 tokenizer files its manifest names, weights that are all finite, and (for PPO) tokenizers that can
-work together. (The manifest itself is checked by `rlhf.artifacts.parse_manifest`.)
+work together. (The manifest itself is checked by `rlhf.run.artifacts.parse_manifest`.)
 
 Each problem is a UserError naming the file and what is wrong with it, raised before any model is
 loaded, instead of a JSONDecodeError, an OSError from transformers or a quietly diverged model.
@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from .errors import UserError
+from ..errors import UserError
 
 # The files one of which makes a tokenizer loadable (fast tokenizer, SentencePiece, BPE, WordPiece).
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "spiece.model", "vocab.json", "vocab.txt")
