@@ -1,6 +1,6 @@
 """What makes a saved model give the framework's numbers with plain transformers / peft / TRL.
 
-Applied to the files `rlhf.models.save_model` wrote, never to the live tokenizer or model (the stage
+Applied to the files `rlhf.run.saving.save_model` wrote, never to the live tokenizer or model (the stage
 keeps using them after saving):
 
 - a reward model's tokenizer frames and truncates `(prompt, response)` exactly as training did

@@ -163,9 +163,9 @@ def track(ctx: StageContext, trainer) -> None:
 
 
 def save(ctx: StageContext, model, tokenizer, engine=None) -> tuple[str, str | None]:
-    """`rlhf.models.save_model` into the run dir; an adapter also keeps the resized embeddings when
+    """`rlhf.run.saving.save_model` into the run dir; an adapter also keeps the resized embeddings when
     the vocabulary outgrew its base (`outputs.grown_vocab`). Every rank calls it."""
-    from ..models import save_model
+    from ..run.saving import save_model
     from .outputs import grown_vocab, lineage
 
     grown = hasattr(model, "peft_config") and grown_vocab(ctx.cfg, lineage(ctx.cfg, ctx.run_dir)[1], tokenizer)

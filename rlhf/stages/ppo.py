@@ -118,10 +118,11 @@ def run(cfg: DictConfig, run_dir: Path):
 
     from ..engines import engine_for
     from ..errors import UserError
-    from ..models import build_policy, build_value_model, count_parameters, save_model, stop_token_ids
+    from ..models import build_policy, build_value_model, count_parameters, stop_token_ids
     from ..ppo import PPOConfig, PPOTrainer, ValueModel, kl_trace_summary, last_checkpoint
     from ..run.artifacts import read_artifact, write_json_atomic
     from ..run.guards import StepGuard
+    from ..run.saving import save_model
 
     st = cfg.stage
     ppo_cfg = PPOConfig(**{**OmegaConf.to_container(cfg.trainer, resolve=True), "seed": int(cfg.seed)})
