@@ -18,6 +18,7 @@ from typing import Any
 from rlhf.errors import UserError, did_you_mean
 
 from .rows import KINDS
+from .split import SPLIT_BY
 
 FORMATS = ("canonical", "tinystories", "hh_rlhf", "oasst_trees")
 # The kinds of rows each preset can produce; `canonical` rows can be any kind.
@@ -44,6 +45,7 @@ class DataConfig:
     eval_split: str | None = None  # the dataset's own split as eval (instead of eval_fraction / eval_rows)
     eval_fraction: float = 0.05
     eval_rows: int | None = None
+    split_by: str = "prompt"  # prompt | row (data.split: rows sharing a prompt stay on one side)
     max_rows: int | None = None
     on_invalid: str = "error"  # error | drop
     dedupe: bool = True
@@ -106,6 +108,7 @@ def _value_problems(v: dict[str, Any]) -> list[str]:
     choice("kind", KINDS)
     choice("format", FORMATS)
     choice("on_invalid", ON_INVALID)
+    choice("split_by", SPLIT_BY)
     if "source" in v:
         s = v["source"]
         if s == MISSING:
