@@ -19,9 +19,9 @@ from rlhf.errors import UserError
 
 from .config import DataConfig
 from .encode import Encoder
+from .heldout import REASON, held_out, shared_prompts_error
 from .rows import valid_rows
 from .spill import Rows, Spill, WorkDir
-from .heldout import REASON, held_out, shared_prompts_error
 from .stream import scan
 
 

@@ -7,8 +7,16 @@ from pathlib import Path
 
 import pytest
 
-from rlhf.data import (DataConfig, PreferenceEncoder, PromptEncoder, RewardEncoder, SFTEncoder, format_preflight,
-                       load_splits, preflight)
+from rlhf.data import (
+    DataConfig,
+    PreferenceEncoder,
+    PromptEncoder,
+    RewardEncoder,
+    SFTEncoder,
+    format_preflight,
+    load_splits,
+    preflight,
+)
 from rlhf.data.split import prompt_key
 from rlhf.errors import UserError
 
