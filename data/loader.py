@@ -9,6 +9,7 @@ validation accepts is what the trainer trains on, row for row (`Ledger`).
 
 from __future__ import annotations
 
+import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,8 @@ from .heldout import REASON, held_out, shared_prompts_error
 from .rows import valid_rows
 from .spill import Rows, Spill, WorkDir
 from .stream import scan
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -95,6 +98,10 @@ def load_splits(cfg: DataConfig, encoder: Encoder | None = None, tokenizer: Any 
         raise problems.error(tally.rows, cfg.source)
     if not tally.valid:
         raise UserError(f"data.source: {cfg.source}: no valid rows left after dropping invalid ones")
+    if tally.negative_margin[0]:
+        from .preflight import negative_margin_warning
+
+        log.warning("%s: %s", cfg.source, negative_margin_warning(tally))
     held = held_out(cfg, tally)
     if held.examples and cfg.on_invalid == "error":
         raise shared_prompts_error(cfg, held)

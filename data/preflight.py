@@ -53,11 +53,20 @@ def preflight(cfg: DataConfig, encoder: Encoder | None = None, *, progress: bool
             f"{tally.plain_rows_with_template} rows are plain text although the tokenizer has a chat template: "
             "they are trained as plain text (TRL's standard format); set data.conversational=true to wrap each "
             "prompt as a user turn and each response as the assistant's")
+    if tally.negative_margin[0]:
+        report["warnings"].append(negative_margin_warning(tally))
     if held.eval_rows_shared:
         report["warnings"].append(_shared_warning(cfg, held))
     if cfg.kind == "pair":
         report["pairs"] = {"near_identical_share": _share(tally.flagged, tally.valid), "threshold": NEAR_IDENTICAL}
     return report
+
+
+def negative_margin_warning(tally: Tally) -> str:
+    n, first = tally.negative_margin
+    return (f"{n} of {tally.valid} pairs have a negative margin (first {first}): TRL's reward loss "
+            "-log sigmoid(r_chosen - r_rejected - margin) then lets chosen score BELOW rejected by up to that "
+            "much, so the pair teaches little; a margin is how much better chosen is (>= 0): check its sign")
 
 
 def _shared_warning(cfg: DataConfig, held) -> str:

@@ -55,6 +55,7 @@ class Tally:
     trained_tokens: int = 0  # of which carry loss (sft)
     flagged: int = 0  # valid rows for which `scan(flag=...)` said True
     margin: dict = field(default_factory=lambda: {True: [0, None], False: [0, None]})  # pairs with/without: [n, first]
+    negative_margin: list = field(default_factory=lambda: [0, None])  # valid pairs with margin < 0: [n, first]
 
     @property
     def valid(self) -> int:
@@ -156,6 +157,12 @@ class _Pass:
             t.eval_origins.extend(str(ok[i].origin) for i in good)
         if self.split_keys:
             t.hashes.extend(split_hash(keys[i], seed) for i in good)
+        if self.cfg.kind == "pair":
+            for i in good:
+                m = ok[i].row.get("margin")
+                if m is not None and m < 0:
+                    t.negative_margin[0] += 1
+                    t.negative_margin[1] = t.negative_margin[1] or str(ok[i].origin)
         if self.flag is not None:
             t.flagged += sum(1 for r in rows if self.flag(r))
         if encs is None:
