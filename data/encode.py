@@ -52,6 +52,19 @@ class Encoded:
     problem: Problem | None = None
 
 
+def one_bos(seqs: list[list[int]], bos: int | None) -> list[list[int]]:
+    """Each sequence with a leading run of BOS ids cut to one (exactly one BOS, never two)."""
+    if bos is None:
+        return seqs
+    out = []
+    for ids in seqs:
+        n = 0
+        while n < len(ids) and ids[n] == bos:
+            n += 1
+        out.append(ids[n - 1 :] if n > 1 else ids)
+    return out
+
+
 def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
     n = min(len(a), len(b))
     for i in range(n):
@@ -97,7 +110,9 @@ class Encoder:
 
     # -- helpers ---------------------------------------------------------------------------------
     def _text_ids(self, texts: list[str], specials: bool = True) -> list[list[int]]:
-        return batch_ids(self.tok, texts, specials)
+        """Ids of plain texts; a BOS the text already carries (e.g. rendered by a chat template, "<s>...")
+        is recognised: with the tokenizer's own BOS it would be doubled, so one is kept."""
+        return one_bos(batch_ids(self.tok, texts, specials), self.tok.bos_token_id)
 
     def _with_eos(self, ids: list[int]) -> list[int]:
         return ids + [self.eos] if self.eos is not None and (not ids or ids[-1] != self.eos) else ids
@@ -283,7 +298,10 @@ class RewardEncoder(Encoder):
         flat = [resp for i in plain for resp in _responses(rows[i])]
         flat_ids = iter(self._text_ids(flat, specials=False))
         parts: dict[int, tuple[list[int], list[list[int]], SequenceFrame]] = {}
+        bos = self.tok.bos_token_id
         for i, p in zip(plain, prompts, strict=True):
+            if bos is not None and p[:1] == [bos] and bos in self.frame.prefix:
+                p = p[1:]  # the text carries the BOS the frame writes: one BOS
             parts[i] = (p, [next(flat_ids) for _ in _responses(rows[i])], self.frame)
         for i, row in enumerate(rows):
             if i not in parts:
