@@ -190,7 +190,7 @@ TRUST3 = [
     Case("ranked_rank_huge", RANKED_FILE, ["x.jsonl:2: ranks[2]: expected a small rank", "1e+30"],
          files={"x.jsonl": jsonl(RANKED, {2: b'{"prompt": "p", "responses": ["a", "b", "c"], '
                                              b'"ranks": [0, 1, 1000000000000000000000000000000]}'})}),
-    Case("pad_token_is_eos", [*QUIET, "model.pad_token=</s>"], ["model.pad_token: '</s>' is the EOS token"]),
+    Case("pad_token_is_eos", [*QUIET, "model.pad_token='</s>'"], ["model.pad_token: '</s>' is the EOS token"]),
 ]
 
 CONFIG = [
