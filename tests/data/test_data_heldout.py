@@ -145,3 +145,15 @@ def test_a_datasets_own_eval_split_that_shares_prompts_is_refused_or_dropped(tmp
     assert s.ledger.dropped == {"eval_prompt_in_train": 2} and s.ledger.valid == 13
     report = preflight(DataConfig(**cfg))
     assert report["split"]["eval_rows_shared"] == 2 and "training would stop" in format_preflight(report)
+
+
+@pytest.mark.slow  # a subprocess of the real CLI (~10 s quiet, 70 s under load)
+def test_rlhf_check_refuses_an_eval_split_that_shares_prompts(tmp_path, cli):
+    train = [{"prompt": f"Tell me about day {i}.", "completion": " Sunny."} for i in range(10)]
+    test = [{"prompt": "Tell me about day 3.", "completion": " Rain."}, {"prompt": "A new day.", "completion": " Ok."}]
+    src = _saved(tmp_path, train, test)
+    out = cli("check", "stage=sft", "data=jsonl", "data.kind=sft", f"data.source={src}", "data.eval_split=test",
+              "logger=none")
+    assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr[-2000:]
+    assert "1 rows of data.eval_split 'test' have a prompt the training split trains on" in out.stderr
+    assert "dd[test]:row 1" in out.stdout and "on both sides 1" in out.stdout
