@@ -14,7 +14,8 @@ is below `eval_fraction`, so:
 The eval share is then binomial around `eval_fraction` (of prompts, not rows). With so few
 prompts that no u falls below the fraction, the prompt with the smallest u is held out (and when
 every prompt would be, the largest goes to train), so a small file still gets both sides.
-`data.eval_rows` takes whole prompts in ascending u until at least that many rows are held out.
+`data.eval_rows` takes whole prompts in ascending u while at most that many rows are held out
+(exactly that many when prompts are distinct; at least one prompt).
 
 `data.split_by=row`: rows are ordered by a keyed hash of the whole row and the first n_eval go to
 eval (the earlier behaviour; rows that share a prompt can land on both sides).
@@ -116,7 +117,7 @@ def prompt_eval_mask(hashes: np.ndarray, eval_fraction: float, eval_rows: int | 
     if len(prompts) < 2:
         return np.zeros(n, dtype=bool)
     if eval_rows is not None:
-        k = int(np.searchsorted(np.cumsum(counts), eval_rows)) + 1  # whole prompts until >= eval_rows rows
+        k = int(np.searchsorted(np.cumsum(counts), eval_rows, side="right"))  # whole prompts, <= eval_rows rows
     else:
         k = int(np.searchsorted(prompts, np.uint64(int(eval_fraction * 2.0**64)), side="left"))  # u < fraction
     held = prompts[: min(max(k, 1), len(prompts) - 1)]
