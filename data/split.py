@@ -37,7 +37,6 @@ from rlhf.errors import UserError
 
 SPLIT_BY = ("prompt", "row")
 _SENTENCE_END = re.compile(r"[.!?](?=\s)")  # the TinyStories preset's sentence end (data.presets)
-_SPACES = re.compile(r"\s+")
 _TURN = re.compile(r"\n\n(Human|Assistant):")  # an Anthropic-style transcript (HH-RLHF, OASST presets)
 
 
@@ -59,7 +58,7 @@ def split_hash(key: str, seed: int) -> int:
 
 
 def _norm(text: str) -> str:
-    return _SPACES.sub(" ", unicodedata.normalize("NFKC", text)).strip().casefold()
+    return " ".join(unicodedata.normalize("NFKC", text).split()).casefold()
 
 
 def _turns_key(turns: list[dict[str, Any]]) -> str:
@@ -71,7 +70,7 @@ def _turns_key(turns: list[dict[str, Any]]) -> str:
 
 def _text_key(text: str) -> str:
     """A plain prompt; an HH-style transcript keys like its turns (plain and conversational rows agree)."""
-    if text.lstrip().startswith(("Human:", "\n\nHuman:")) or _TURN.search(text):
+    if "Human:" in text and (text.lstrip().startswith("Human:") or _TURN.search(text)):
         parts = _TURN.split("\n\n" + text.lstrip() if not text.startswith("\n\n") else text)
         turns = [{"role": "user" if who == "Human" else "assistant", "content": body.strip()}
                  for who, body in zip(parts[1::2], parts[2::2], strict=False)]
