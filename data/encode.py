@@ -285,6 +285,13 @@ class RewardEncoder(Encoder):
         own = (getattr(tokenizer, "init_kwargs", None) or {}).get(CHAT_FRAME_KEY)  # a reward artifact's (rlhf.portable)
         self.chat_frame = (SequenceFrame(list(own["prefix"]), list(own["suffix"])) if own
                            else SequenceFrame.of(tokenizer, add_eos=False))
+        eos = tokenizer.eos_token_id
+        if eos is not None and tokenizer.pad_token_id == eos and eos in self.frame.suffix:
+            name = getattr(tokenizer, "name_or_path", "the model")
+            raise UserError(f"tokenizer of {name}: its pad token is its EOS ({tokenizer.eos_token!r}): a reward head "
+                            "reads the last non-pad token, so the EOS every sequence ends with would be invisible; "
+                            "load it through rlhf (model.pad_token=null gives it a pad that is not EOS) or retrain "
+                            "this reward model with this version")
         if self.frame.budget(max_length) < 1:
             raise UserError(f"model.max_length: {max_length} leaves no room for text after the tokenizer's "
                             f"{len(self.frame.prefix) + len(self.frame.suffix)} special tokens")

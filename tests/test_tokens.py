@@ -146,3 +146,12 @@ def test_sft_on_a_gpt2_style_model_saves_a_pad_that_is_not_eos(built, compose, t
     tok = AutoTokenizer.from_pretrained(tmp_path / "sft" / "model")
     config = AutoConfig.from_pretrained(tmp_path / "sft" / "model")
     assert tok.pad_token_id == config.pad_token_id != tok.eos_token_id == 50256
+
+
+def test_a_reward_encoder_refuses_a_tokenizer_that_pads_with_eos(built):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(built / "gpt2tiny")
+    tok.pad_token = tok.eos_token  # e.g. a reward artifact saved before pad != EOS
+    with pytest.raises(UserError, match="its pad token is its EOS"):
+        RewardEncoder(tok, 64)
