@@ -19,6 +19,7 @@ from rlhf.errors import UserError, did_you_mean
 
 from .presets import PRESETS
 from .rows import KINDS
+from .split import SPLIT_BY
 
 ON_INVALID = ("error", "drop")
 MISSING = "???"  # OmegaConf's marker for a mandatory value left unset
@@ -42,6 +43,7 @@ class DataConfig:
     eval_split: str | None = None  # the dataset's own split as eval (instead of eval_fraction / eval_rows)
     eval_fraction: float = 0.05
     eval_rows: int | None = None
+    split_by: str = "prompt"  # prompt | row (data.split: rows sharing a prompt stay on one side)
     max_rows: int | None = None
     on_invalid: str = "error"  # error | drop
     dedupe: bool = True
@@ -104,6 +106,7 @@ def _value_problems(v: dict[str, Any]) -> list[str]:
     choice("kind", KINDS)
     choice("format", tuple(PRESETS))
     choice("on_invalid", ON_INVALID)
+    choice("split_by", SPLIT_BY)
     if "source" in v:
         s = v["source"]
         if s == MISSING:

@@ -52,6 +52,19 @@ class Encoded:
     problem: Problem | None = None
 
 
+def one_bos(seqs: list[list[int]], bos: int | None) -> list[list[int]]:
+    """Each sequence with a leading run of BOS ids cut to one (exactly one BOS, never two)."""
+    if bos is None:
+        return seqs
+    out = []
+    for ids in seqs:
+        n = 0
+        while n < len(ids) and ids[n] == bos:
+            n += 1
+        out.append(ids[n - 1 :] if n > 1 else ids)
+    return out
+
+
 def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
     n = min(len(a), len(b))
     for i in range(n):
@@ -97,7 +110,9 @@ class Encoder:
 
     # -- helpers ---------------------------------------------------------------------------------
     def _text_ids(self, texts: list[str], specials: bool = True) -> list[list[int]]:
-        return batch_ids(self.tok, texts, specials)
+        """Ids of plain texts; a BOS the text already carries (e.g. rendered by a chat template, "<s>...")
+        is recognised: with the tokenizer's own BOS it would be doubled, so one is kept."""
+        return one_bos(batch_ids(self.tok, texts, specials), self.tok.bos_token_id)
 
     def _with_eos(self, ids: list[int]) -> list[int]:
         return ids + [self.eos] if self.eos is not None and (not ids or ids[-1] != self.eos) else ids
@@ -270,6 +285,13 @@ class RewardEncoder(Encoder):
         own = (getattr(tokenizer, "init_kwargs", None) or {}).get(CHAT_FRAME_KEY)  # a reward artifact's (rlhf.run.portable)
         self.chat_frame = (SequenceFrame(list(own["prefix"]), list(own["suffix"])) if own
                            else SequenceFrame.of(tokenizer, add_eos=False))
+        eos = tokenizer.eos_token_id
+        if eos is not None and tokenizer.pad_token_id == eos and eos in self.frame.suffix:
+            name = getattr(tokenizer, "name_or_path", "the model")
+            raise UserError(f"tokenizer of {name}: its pad token is its EOS ({tokenizer.eos_token!r}): a reward head "
+                            "reads the last non-pad token, so the EOS every sequence ends with would be invisible; "
+                            "load it through rlhf (model.pad_token=null gives it a pad that is not EOS) or retrain "
+                            "this reward model with this version")
         if self.frame.budget(max_length) < 1:
             raise UserError(f"model.max_length: {max_length} leaves no room for text after the tokenizer's "
                             f"{len(self.frame.prefix) + len(self.frame.suffix)} special tokens")
@@ -283,7 +305,10 @@ class RewardEncoder(Encoder):
         flat = [resp for i in plain for resp in _responses(rows[i])]
         flat_ids = iter(self._text_ids(flat, specials=False))
         parts: dict[int, tuple[list[int], list[list[int]], SequenceFrame]] = {}
+        bos = self.tok.bos_token_id
         for i, p in zip(plain, prompts, strict=True):
+            if bos is not None and p[:1] == [bos] and bos in self.frame.prefix:
+                p = p[1:]  # the text carries the BOS the frame writes: one BOS
             parts[i] = (p, [next(flat_ids) for _ in _responses(rows[i])], self.frame)
         for i, row in enumerate(rows):
             if i not in parts:

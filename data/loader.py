@@ -1,4 +1,4 @@
-"""`load_splits`: source -> preset -> validation -> encoding -> (drop or raise) -> seeded split.
+"""`load_splits`: source -> preset -> validation -> encoding -> (drop or raise) -> seeded split by prompt.
 
 The steps are shared with `preflight` through `stream.scan`, which never raises for a bad row: it
 counts and logs every problem, and the caller decides (raise one error, drop, or report). Given
@@ -9,6 +9,7 @@ validation accepts is what the trainer trains on, row for row (`Ledger`).
 
 from __future__ import annotations
 
+import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -19,10 +20,12 @@ from rlhf.errors import UserError
 
 from .config import DataConfig
 from .encode import Encoder
+from .heldout import REASON, held_out, shared_prompts_error
 from .rows import valid_rows
 from .spill import Rows, Spill, WorkDir
-from .split import eval_mask
 from .stream import scan
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -43,6 +46,9 @@ class Ledger:
     truncated_eval: int = 0
     trained: int | None = None
     evaluated: int | None = None
+    prompts_train: int = 0  # distinct prompts per side (data.split_by, `split.prompt_key`)
+    prompts_eval: int = 0
+    prompts_shared: int = 0  # distinct prompts on both sides: 0 under split_by=prompt
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -85,23 +91,33 @@ def load_splits(cfg: DataConfig, encoder: Encoder | None = None, tokenizer: Any 
     rows and datasets are gone. Rows are `Rows` sequences (decoded on access), features
     memory-mapped `datasets.Dataset`s."""
     spill = Spill(WorkDir(workdir))
-    tally = scan(cfg, encoder, tokenizer, sink=spill, split_keys=cfg.eval_split is None, progress=progress)
+    tally = scan(cfg, encoder, tokenizer, sink=spill, split_keys=cfg.eval_split is None and cfg.split_by == "row",
+                 progress=progress)
     problems = tally.problems
     if cfg.on_invalid == "error" and problems.rows:
         raise problems.error(tally.rows, cfg.source)
     if not tally.valid:
         raise UserError(f"data.source: {cfg.source}: no valid rows left after dropping invalid ones")
-    if cfg.eval_split is None:
-        is_eval = eval_mask(np.frombuffer(tally.hashes, dtype=np.uint64), cfg.eval_fraction, cfg.eval_rows)
-    else:
-        is_eval = np.frombuffer(tally.is_eval, dtype=bool)
-    train, evals, train_features, eval_features = spill.finish(is_eval)
-    truncated = np.frombuffer(tally.truncated, dtype=bool)
+    if tally.negative_margin[0]:
+        from .preflight import negative_margin_warning
+
+        log.warning("%s: %s", cfg.source, negative_margin_warning(tally))
+    held = held_out(cfg, tally)
+    if held.examples and cfg.on_invalid == "error":
+        raise shared_prompts_error(cfg, held)
+    dropped = dict(problems.dropped)
+    if not held.keep.all():
+        dropped[REASON] = int(np.count_nonzero(~held.keep))
+    is_eval = held.is_eval
+    train, evals, train_features, eval_features = spill.finish(is_eval, held.keep)
+    truncated = np.frombuffer(tally.truncated, dtype=bool) & held.keep
     ledger = Ledger(
-        read=tally.read, rows=tally.rows, dropped=dict(problems.dropped), valid=tally.valid,
+        read=tally.read, rows=tally.rows, dropped=dropped, valid=int(held.keep.sum()),
         train=len(train), eval=len(evals),
         truncated_train=int(np.count_nonzero(truncated & ~is_eval)),
         truncated_eval=int(np.count_nonzero(truncated & is_eval)),
+        prompts_train=held.prompts_train, prompts_eval=held.prompts_eval,
+        prompts_shared=0 if held.examples and not held.keep.all() else held.prompts_shared,
     )
     return Splits(train=train, eval=evals, kind=cfg.kind, source=cfg.source, ledger=ledger,
                   conversational=tally.conversational, train_features=train_features, eval_features=eval_features)

@@ -17,7 +17,7 @@ import numpy as np
 
 from .config import DataConfig
 from .encode import Encoder
-from .split import eval_size
+from .heldout import held_out
 from .stream import Tally, scan
 
 # Pairs whose responses differ by a few characters teach a reward model little and are often
@@ -29,11 +29,10 @@ def preflight(cfg: DataConfig, encoder: Encoder | None = None, *, progress: bool
     """A JSON-serialisable report of the rows `load_splits(cfg, encoder)` would give a trainer.
 
     One chunked pass (`rlhf.data.stream`): memory stays bounded whatever the size of the source."""
-    tally = scan(cfg, encoder, flag=near_identical if cfg.kind == "pair" else None, progress=progress)
-    if cfg.eval_split is None:
-        n_eval = eval_size(tally.valid, cfg.eval_fraction, cfg.eval_rows)
-    else:
-        n_eval = sum(tally.is_eval)
+    tally = scan(cfg, encoder, flag=near_identical if cfg.kind == "pair" else None, progress=progress,
+                 split_keys=cfg.eval_split is None and cfg.split_by == "row")
+    held = held_out(cfg, tally)
+    n_eval = int(held.is_eval.sum())
     report: dict[str, Any] = {
         "source": cfg.source,
         "format": cfg.format,
@@ -43,7 +42,7 @@ def preflight(cfg: DataConfig, encoder: Encoder | None = None, *, progress: bool
         "rows_read": tally.read,
         "rows": tally.rows,
         "valid": tally.valid,
-        "split": {"train": tally.valid - n_eval, "eval": n_eval},
+        "split": {"train": tally.valid - n_eval, "eval": n_eval, "by": cfg.split_by, **held.counts()},
         "invalid": tally.problems.report(),
         "duplicates": tally.problems.problems["duplicate"],
         "tokens": None if encoder is None else _token_report(tally, encoder),
@@ -54,9 +53,29 @@ def preflight(cfg: DataConfig, encoder: Encoder | None = None, *, progress: bool
             f"{tally.plain_rows_with_template} rows are plain text although the tokenizer has a chat template: "
             "they are trained as plain text (TRL's standard format); set data.conversational=true to wrap each "
             "prompt as a user turn and each response as the assistant's")
+    if tally.negative_margin[0]:
+        report["warnings"].append(negative_margin_warning(tally))
+    if held.eval_rows_shared:
+        report["warnings"].append(_shared_warning(cfg, held))
     if cfg.kind == "pair":
         report["pairs"] = {"near_identical_share": _share(tally.flagged, tally.valid), "threshold": NEAR_IDENTICAL}
     return report
+
+
+def negative_margin_warning(tally: Tally) -> str:
+    n, first = tally.negative_margin
+    return (f"{n} of {tally.valid} pairs have a negative margin (first {first}): TRL's reward loss "
+            "-log sigmoid(r_chosen - r_rejected - margin) then lets chosen score BELOW rejected by up to that "
+            "much, so the pair teaches little; a margin is how much better chosen is (>= 0): check its sign")
+
+
+def _shared_warning(cfg: DataConfig, held) -> str:
+    what = (f"rows of data.eval_split {cfg.eval_split!r}, e.g. {', '.join(held.examples[:3])}," if cfg.eval_split
+            else "eval rows (data.split_by=row)")
+    fix = ("training would stop under data.on_invalid=error; drop those eval rows with data.on_invalid=drop"
+           if cfg.eval_split else "set data.split_by=prompt to keep each prompt on one side")
+    return (f"{held.eval_rows_shared} {what} have a prompt that is also trained on ({held.prompts_shared} distinct "
+            f"prompts): they are not held out; {fix}")
 
 
 def _token_report(tally: Tally, encoder: Encoder) -> dict[str, Any]:
@@ -117,6 +136,9 @@ def format_preflight(report: dict[str, Any]) -> str:
         f"  read {report['rows_read']} records -> {report['rows']} rows: {report['valid']} valid "
         f"(train {split['train']}, eval {split['eval']}), {invalid['total']} invalid",
     ]
+    if "prompts_train" in split:
+        lines.append(f"  split by {split['by']}: distinct prompts train {split['prompts_train']}, eval "
+                     f"{split['prompts_eval']}, on both sides {split['prompts_shared']}")
     for reason, n in invalid["by_reason"].items():
         lines.append(f"  {reason}: {n} rows, e.g.")
         lines += [f"      {msg}" for msg in invalid["examples"].get(reason, [])]

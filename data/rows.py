@@ -29,6 +29,9 @@ REASONS = (
     "ranks_mismatch",
     "duplicate",
     "truncated_empty",
+    "duplicate_key",  # a JSON object that gives one key twice (json keeps the last silently)
+    "unencodable_text",  # a lone surrogate (e.g. "\ud800"): not text any tokenizer or file can hold
+    "response_repeats_prompt",  # a response that starts with the whole prompt: trained as prompt + prompt + response
 )
 
 

@@ -117,17 +117,61 @@ def _read_jsonl(path: Path) -> Iterator[Raw]:
             if not line.strip():
                 continue
             try:
-                record = json.loads(line)
+                record = json.loads(line, object_pairs_hook=_unique_keys)
             except json.JSONDecodeError as e:
                 yield origin, RowError("unparsable", "row", f"not valid JSON ({e.msg} at column {e.colno})")
                 continue
+            except _DuplicateKey as e:
+                yield origin, e.row_error()
+                continue
             yield origin, _as_object(record)
+
+
+class _DuplicateKey(Exception):
+    def __init__(self, key: str, where: str = ""):
+        self.key, self.where = key, where
+
+    def row_error(self) -> RowError:
+        return RowError("duplicate_key", self.key, "given twice in one JSON object (json would keep the last value "
+                                                   "silently); keep one")
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """json's object_pairs_hook: a dict, refusing a key given twice (json.loads keeps the last silently)."""
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        seen: set[str] = set()
+        raise _DuplicateKey(next(k for k, _ in pairs if k in seen or seen.add(k)))
+    return out
+
+
+class _Marked(dict):
+    """A JSON object that gave `duplicate` twice (whole-file .json: found per record after parsing)."""
+
+    duplicate = ""
+
+
+def _marking_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        seen: set[str] = set()
+        marked = _Marked(out)
+        marked.duplicate = next(k for k, _ in pairs if k in seen or seen.add(k))
+        return marked
+    return out
+
+
+def _duplicate_in(x: Any) -> str | None:
+    if isinstance(x, _Marked):
+        return x.duplicate
+    items = x.values() if isinstance(x, dict) else x if isinstance(x, list) else ()
+    return next((d for d in map(_duplicate_in, items) if d is not None), None)
 
 
 def _read_json(path: Path) -> Iterator[Raw]:
     """A whole-file JSON list of objects; records are numbered from 1."""
     try:
-        data = json.loads(path.read_text(encoding="utf-8-sig"))
+        data = json.loads(path.read_text(encoding="utf-8-sig"), object_pairs_hook=_marking_keys)
     except UnicodeDecodeError as e:
         raise UserError(f"{path}: not valid UTF-8 (byte 0x{e.object[e.start]:02x} at offset {e.start}); "
                         "save the file as UTF-8") from None
@@ -137,7 +181,8 @@ def _read_json(path: Path) -> Iterator[Raw]:
     if not isinstance(data, list):
         raise UserError(f"{path}: expected a JSON list of objects, got {type(data).__name__}")
     for number, record in enumerate(data, start=1):
-        yield Origin(path.name, number, "row"), _as_object(record)
+        key = _duplicate_in(record)
+        yield Origin(path.name, number, "row"), _as_object(record) if key is None else _DuplicateKey(key).row_error()
 
 
 def _parquet_source(path: Path, max_rows: int | None, columns: dict | None, chunk: int) -> Source:

@@ -19,7 +19,6 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 
 class WorkDir:
@@ -101,20 +100,22 @@ class Spill:
             self.feature_files.append(path)
         self.sizes.append(len(rows))
 
-    def finish(self, is_eval: np.ndarray) -> tuple[Rows, Rows, Any, Any]:
-        """(train rows, eval rows, train features, eval features): `is_eval` has one flag per row added;
-        features are memory-mapped `datasets.Dataset`s (None when no features were added)."""
+    def finish(self, is_eval: np.ndarray, keep: np.ndarray | None = None) -> tuple[Rows, Rows, Any, Any]:
+        """(train rows, eval rows, train features, eval features): `is_eval` has one flag per row added
+        (`keep`, if given, False for rows in neither split); features are memory-mapped
+        `datasets.Dataset`s (None when no features were added)."""
+        keep = np.ones(len(is_eval), dtype=bool) if keep is None else keep
         column = None
         if self._rows_writer is not None:
             self._rows_writer.close()
             column = pa.ipc.open_stream(pa.memory_map(str(self.rows_path))).read_all()["row"]
-        train = Rows(column, np.flatnonzero(~is_eval), self.workdir)
-        evals = Rows(column, np.flatnonzero(is_eval), self.workdir)
+        train = Rows(column, np.flatnonzero(~is_eval & keep), self.workdir)
+        evals = Rows(column, np.flatnonzero(is_eval & keep), self.workdir)
         if not self.feature_files:
             return train, evals, None, None
-        return train, evals, *self._split_features(is_eval)
+        return train, evals, *self._split_features(is_eval, keep)
 
-    def _split_features(self, is_eval: np.ndarray) -> tuple[Any, Any]:
+    def _split_features(self, is_eval: np.ndarray, keep: np.ndarray) -> tuple[Any, Any]:
         from datasets import Dataset
 
         schemas = [_read(p).schema for p in self.feature_files]
@@ -125,9 +126,9 @@ class Spill:
         offset = 0
         for path, n in zip(self.feature_files, self.sizes, strict=True):
             table = _conform(_read(path), schema)
-            flags = pa.array(is_eval[offset : offset + n])
-            out["eval"].write_table(table.filter(flags))
-            out["train"].write_table(table.filter(pc.invert(flags)))
+            flags, kept = is_eval[offset : offset + n], keep[offset : offset + n]
+            out["eval"].write_table(table.filter(pa.array(flags & kept)))
+            out["train"].write_table(table.filter(pa.array(~flags & kept)))
             path.unlink()
             offset += n
         datasets = []

@@ -2,7 +2,7 @@
 
 `load_splits` and `preflight` both run `scan`. It holds one chunk of rows at a time (`sources.CHUNK`
 records) and keeps per row only what later steps need: 16 bytes for duplicate detection, and per
-valid row its split key (8 bytes), side and truncation flag, and its token lengths; the first
+valid row its split keys (8 bytes each: prompt, and row for split_by=row), side and truncation flag, and its token lengths; the first
 problems and the counts per reason (`validate.ProblemLog`). Valid rows and their features go to a
 `sink` (`spill.Spill` for training). A row gets the same problems, in the same order, as when all
 rows were held at once: schema problems, then `duplicate` (of an earlier schema-valid row), then
@@ -26,7 +26,7 @@ from .encode import Encoded, Encoder, is_conversational, require_template
 from .presets import PRESETS
 from .rows import Item, RowError
 from .sources import Raw, Source, open_source
-from .split import split_hash
+from .split import prompt_key, split_hash
 from .validate import Deduper, ProblemLog, normalize, row_key
 
 PROGRESS_DELAY = 2.0  # seconds before a bar shows: quick (small) inputs print nothing
@@ -45,7 +45,9 @@ class Tally:
     conversational: bool = False
     plain_rows_with_template: int = 0
     problems: ProblemLog = field(default_factory=ProblemLog)
-    hashes: array = field(default_factory=lambda: array("Q"))  # split key per valid row (seeded split only)
+    hashes: array = field(default_factory=lambda: array("Q"))  # whole-row split key per valid row (split_by=row)
+    prompts: array = field(default_factory=lambda: array("Q"))  # prompt split key per valid row (`split.prompt_key`)
+    eval_origins: list = field(default_factory=list)  # per valid row of data.eval_split: where it came from
     is_eval: bytearray = field(default_factory=bytearray)  # per valid row: from data.eval_split
     truncated: bytearray = field(default_factory=bytearray)  # per valid row: lost tokens at max_length
     lengths: array = field(default_factory=lambda: array("l"))  # every encoded sequence's length before truncation
@@ -53,6 +55,7 @@ class Tally:
     trained_tokens: int = 0  # of which carry loss (sft)
     flagged: int = 0  # valid rows for which `scan(flag=...)` said True
     margin: dict = field(default_factory=lambda: {True: [0, None], False: [0, None]})  # pairs with/without: [n, first]
+    negative_margin: list = field(default_factory=lambda: [0, None])  # valid pairs with margin < 0: [n, first]
 
     @property
     def valid(self) -> int:
@@ -66,7 +69,8 @@ def scan(cfg: DataConfig, encoder: Encoder | None = None, tokenizer: Any = None,
 
     Never raises for a bad row (it is counted and logged); raises UserError for a source that cannot
     be read or has no rows, and for conversations without a chat template (`require_template`).
-    split_keys: keep each valid row's `split_hash` (for the seeded split)."""
+    split_keys: keep each valid row's whole-row `split_hash` (for data.split_by=row); the prompt's
+    hash (`split.prompt_key`) is always kept."""
     tok = tokenizer if tokenizer is not None else getattr(encoder, "tok", None)
     state = _Pass(cfg, encoder, tok, Tally(), Deduper() if cfg.dedupe else None, sink, split_keys, flag)
     sides = [(cfg.hf_split, False)] + ([(cfg.eval_split, True)] if cfg.eval_split else [])
@@ -147,9 +151,18 @@ class _Pass:
         good = [i for i, it in enumerate(ok) if not it.problems]
         rows = [ok[i].row for i in good]
         t.is_eval.extend(b"\1" * len(good) if is_eval else bytes(len(good)))
+        seed = self.cfg.seed
+        t.prompts.extend(split_hash(prompt_key(r), seed) for r in rows)
+        if is_eval:
+            t.eval_origins.extend(str(ok[i].origin) for i in good)
         if self.split_keys:
-            seed = self.cfg.seed
             t.hashes.extend(split_hash(keys[i], seed) for i in good)
+        if self.cfg.kind == "pair":
+            for i in good:
+                m = ok[i].row.get("margin")
+                if m is not None and m < 0:
+                    t.negative_margin[0] += 1
+                    t.negative_margin[1] = t.negative_margin[1] or str(ok[i].origin)
         if self.flag is not None:
             t.flagged += sum(1 for r in rows if self.flag(r))
         if encs is None:

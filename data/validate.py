@@ -27,6 +27,14 @@ from rlhf.errors import UserError
 from .chat import ROLES, is_messages
 from .rows import PAIR_KEYS, PROMPT_KEYS, RANKED_KEYS, SFT_SHAPES, Item, Origin, Problem
 
+# A margin is a score gap (Llama 2's are 0-3, scaled judge gaps rarely reach 100): beyond this it is a unit
+# or parsing mistake, and beyond float32's 3.4e38 the reward loss -log sigmoid(r_c - r_r - margin) is inf.
+MAX_MARGIN = 1e4
+# Ranks are positions in a list of responses (0 = best; gaps allowed, e.g. after deleted replies).
+MAX_RANK = 1000
+# A response that starts with the whole prompt repeats it (trained as prompt + prompt + response), when the
+# prompt has at least this many characters (a short prompt such as "Q:" can start a real answer).
+MIN_REPEATED_PROMPT = 16
 MAX_LISTED = 20  # problems spelled out in one error; the rest are counted
 N_EXAMPLES = 5  # example messages per invalid reason in the `rlhf check` report
 TEXT_FIELDS = ("prompt", "completion", "text", "chosen", "rejected")
@@ -64,6 +72,11 @@ def normalize(row: dict[str, Any], kind: str, conversational: bool = False) -> t
             problems.append(Problem("wrong_type", "margin", f"expected a number, got {_type(m)}"))
         elif not math.isfinite(m):
             problems.append(Problem("bad_value", "margin", f"expected a finite number, got {m}"))
+        elif abs(m) > MAX_MARGIN:
+            problems.append(Problem("bad_value", "margin", f"{m:g} is beyond ±{MAX_MARGIN:g}: the reward loss "
+                                    "-log sigmoid(r_chosen - r_rejected - margin) would be "
+                                    f"{'infinite' if abs(m) > 3.4e38 else 'about ' + format(abs(m), 'g')} for this "
+                                    "pair (a margin is a score gap, e.g. 0-10; check its units or sign)"))
     if kind == "ranked" and "responses" in clean and "ranks" in clean:
         problems += _check_ranked(clean["responses"], clean["ranks"])
     if problems:
@@ -71,7 +84,44 @@ def normalize(row: dict[str, Any], kind: str, conversational: bool = False) -> t
     clean = _one_format(clean, conversational)
     if kind == "pair" and clean["chosen"] == clean["rejected"]:
         problems.append(Problem("chosen_equals_rejected", "rejected", "identical to chosen"))
+    problems += _repeated_prompt(clean)
     return clean, problems
+
+
+def _last_user(x: Any) -> str:
+    if isinstance(x, str):
+        return x
+    return next((str(m.get("content") or "") for m in reversed(x) if m.get("role") == "user"), "")
+
+
+def _reply(x: Any) -> str:
+    if isinstance(x, str):
+        return x
+    return next((str(m.get("content") or "") for m in x if m.get("role") == "assistant"), "")
+
+
+def _repeated_prompt(row: dict[str, Any]) -> list[Problem]:
+    """A response that begins with the whole prompt (see MIN_REPEATED_PROMPT): the trainer reads
+    prompt + response, so the prompt would be trained twice. Plain text, or a conversation's last
+    user turn against the reply's first assistant turn."""
+    if "prompt" not in row:
+        return []
+    prompt = _last_user(row["prompt"]).strip()
+    if len(prompt) < MIN_REPEATED_PROMPT:
+        return []
+    fields = [(k, row[k]) for k in ("completion", "chosen", "rejected") if k in row]
+    fields += [(f"responses[{i}]", r) for i, r in enumerate(row.get("responses", []))]
+    for name, value in fields:
+        if _reply(value).lstrip().startswith(prompt):
+            return [Problem("response_repeats_prompt", name, f"starts with the whole prompt ({_clip(prompt)}): "
+                            "the trainer joins prompt + response, so the prompt would be trained twice; remove it "
+                            "from the responses, or give chosen/rejected without a prompt field (TRL's implicit "
+                            "prompt)")]
+    return []
+
+
+def _clip(text: str, n: int = 40) -> str:
+    return repr(text if len(text) <= n else text[:n] + "...")
 
 
 def _extract_prompt(row: dict[str, Any]) -> dict[str, Any]:
@@ -121,6 +171,11 @@ def _check_text(field: str, value: Any) -> list[Problem]:
         return [Problem("wrong_type", field, f"expected a string, got {_type(value)}")]
     if not value.strip():
         return [Problem("empty_text", field, "empty (expected non-blank text)")]
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as e:  # a lone surrogate such as "\ud800": json accepts the escape
+        return [Problem("unencodable_text", field, f"a lone surrogate U+{ord(value[e.start]):04X} at character "
+                        f"{e.start + 1} is not text (a half of an escaped UTF-16 pair?); fix or remove it")]
     return []
 
 
@@ -169,6 +224,9 @@ def _check_ranked(responses: Any, ranks: Any) -> list[Problem]:
             out.append(Problem("wrong_type", f"ranks[{i}]", f"expected an integer (0 = best), got {_type(r)}"))
         elif r < 0:
             out.append(Problem("bad_value", f"ranks[{i}]", f"expected a rank >= 0 (0 = best), got {r}"))
+        elif r > MAX_RANK:
+            out.append(Problem("bad_value", f"ranks[{i}]", f"expected a small rank, 0 (best) to {MAX_RANK}, got {r:.3g}"
+                               if r > 10**6 else f"expected a small rank, 0 (best) to {MAX_RANK}, got {r}"))
     if out:
         return out
     if len(ranks) != len(responses):

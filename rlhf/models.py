@@ -44,8 +44,12 @@ def load_tokenizer(model_cfg, source: str | None = None):
     """The model's tokenizer with a pad token that is not EOS, BOS on encode if asked, and the chat
     template `model.chat_template` names (else its own).
 
-    Padding with EOS hides the real EOS from the loss in some collators, so when there is no pad
-    token we use <unk> (stories260k: id 0) or, failing that, add a dedicated <pad>.
+    Pad is never EOS: a collator masks padding out of the labels (the policy is never taught to stop)
+    and a reward head reads the last non-pad token (the EOS its sequence is framed with would be
+    invisible: GPT-2-style tokenizers have unk = bos = eos and no pad). When there is no pad token, or
+    it is EOS, we use <unk> if that is not EOS (stories260k: id 0), else add a dedicated <pad> (the
+    model's embeddings grow by one row when it is built); the choice is logged and saved with the
+    tokenizer. `model.pad_token` naming EOS is refused.
     """
     from transformers import AutoTokenizer
 
@@ -55,13 +59,7 @@ def load_tokenizer(model_cfg, source: str | None = None):
                                             revision=_revision(model_cfg, path))
     except (OSError, ValueError) as e:
         raise UserError(f"model: cannot load a tokenizer from {path!r}: {e}") from None
-    if model_cfg.pad_token:
-        tok.pad_token = model_cfg.pad_token
-    elif tok.pad_token is None:
-        if tok.unk_token is not None:
-            tok.pad_token = tok.unk_token
-        else:
-            tok.add_special_tokens({"pad_token": "<pad>"})
+    set_pad_token(tok, model_cfg.pad_token, path)
     if model_cfg.add_bos and tok.bos_token_id is not None:
         ids = tok("a").input_ids
         if not ids or ids[0] != tok.bos_token_id:
@@ -71,6 +69,29 @@ def load_tokenizer(model_cfg, source: str | None = None):
     if model_cfg.get("chat_template"):
         set_chat_template(tok, str(model_cfg.chat_template), bool(model_cfg.add_bos))
     return tok
+
+
+def set_pad_token(tok, wanted: str | None, path: str) -> None:
+    """A pad token that is not EOS (see `load_tokenizer`); refuses `model.pad_token` set to EOS."""
+    eos = tok.eos_token_id
+    if wanted:
+        tok.pad_token = wanted
+        if eos is not None and tok.pad_token_id == eos:
+            raise UserError(f"model.pad_token: {wanted!r} is the EOS token of {path!r}: padding with EOS hides the EOS "
+                            "from the SFT loss and from a reward head; set model.pad_token=null (a dedicated pad "
+                            "token is added) or name another special token")
+        return
+    own = tok.pad_token
+    if own is not None and (eos is None or tok.pad_token_id != eos):
+        return
+    if tok.unk_token is not None and tok.unk_token_id != eos:
+        tok.pad_token = tok.unk_token
+    else:
+        tok.add_special_tokens({"pad_token": "<pad>"})
+    if own is not None or tok.pad_token == "<pad>":
+        log.info("tokenizer of %s: pad token %s (id %s)%s", path, tok.pad_token, tok.pad_token_id,
+                 f", not its own pad {own!r}, which is EOS" if own is not None else
+                 " added: it had no pad and its unk is EOS or missing")
 
 
 def chat_template_text(spec: str) -> tuple[str, tuple[str, ...]]:
@@ -104,7 +125,7 @@ def set_chat_template(tok, spec: str, add_bos: bool) -> None:
     if end_of_turn and tok.eos_token != end_of_turn:
         log.info("chat template %s: EOS is now %s (was %s)", spec, end_of_turn, tok.eos_token)
         tok.eos_token = end_of_turn
-    if add_bos and tok.bos_token and "bos_token" not in text:
+    if add_bos and tok.bos_token and "bos_token" not in text and tok.bos_token not in text:
         text = "{{- bos_token -}}\n" + text
     tok.chat_template = text
 

@@ -114,6 +114,9 @@ def format_summary(results: dict) -> str:
                          f" -> train {rows['train']} / eval {rows['eval']} (truncated {rows['truncated_train']} / "
                          f"{rows.get('truncated_eval', 0)})"
                          f" -> trained {rows.get('trained')}")
+            if "prompts_train" in rows:
+                lines.append(f"  distinct prompts: train {rows['prompts_train']} / eval {rows['prompts_eval']}, "
+                             f"on both sides {rows['prompts_shared']}")
         if "eval_margin" in m:  # DPO
             lines.append(f"  held-out DPO margin {_f(m.get('eval_before_margin'))} -> {_f(m['eval_margin'])}, "
                          f"preference accuracy {_f(m.get('eval_accuracy'))} on {m.get('eval_rows')} pairs")

@@ -46,6 +46,10 @@ def run(cfg: DictConfig) -> dict:
     if bad and data_cfg.on_invalid == "error":
         raise UserError(f"{bad} of {report['rows']} rows from {data_cfg.source} are invalid (see the report above); "
                         "fix them, or set data.on_invalid=drop to drop them")
+    shared = report["split"].get("eval_rows_shared", 0)
+    if shared and data_cfg.eval_split and data_cfg.on_invalid == "error":  # load_splits refuses the same
+        raise UserError(f"{shared} rows of data.eval_split {data_cfg.eval_split!r} have a prompt the training split "
+                        "trains on (see the report above); set data.on_invalid=drop to drop them")
     if not report["split"]["train"]:
         raise UserError(f"no valid training rows in {data_cfg.source} (see the report above): training would stop")
     return report

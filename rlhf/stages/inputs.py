@@ -30,9 +30,10 @@ def load_data(cfg: DictConfig, encoder):
     if led.dropped:
         log.warning("dropped %d invalid rows (data.on_invalid=drop): %s", sum(led.dropped.values()),
                     ", ".join(f"{k}={v}" for k, v in sorted(led.dropped.items())))
-    log.info("data %s: %d records -> %d rows, %d valid: %d train / %d eval %s rows (%d / %d truncated: %s)",
-             splits.source, led.read, led.rows, led.valid, led.train, led.eval, splits.kind, led.truncated_train,
-             led.truncated_eval, encoder.rule)
+    log.info("data %s: %d records -> %d rows, %d valid: %d train / %d eval %s rows (%d / %d truncated: %s); "
+             "distinct prompts %d train / %d eval, %d on both sides", splits.source, led.read, led.rows, led.valid,
+             led.train, led.eval, splits.kind, led.truncated_train, led.truncated_eval, encoder.rule,
+             led.prompts_train, led.prompts_eval, led.prompts_shared)
     if not splits.train:
         raise UserError(f"data: no training rows left in {splits.source}")
     return splits

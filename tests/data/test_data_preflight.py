@@ -24,7 +24,9 @@ def hh_report(assets_dir, tokenizer):
 def test_hh_counts(hh_report):
     r = hh_report
     assert (r["rows_read"], r["rows"], r["valid"]) == (2000, 2000, 1996)
-    assert r["split"] == {"train": 1796, "eval": 200}
+    split = r["split"]  # by prompt: about 10% of the distinct prompts, none on both sides
+    assert split["train"] + split["eval"] == 1996 and 150 <= split["eval"] <= 250 and split["by"] == "prompt"
+    assert split["prompts_shared"] == 0 and split["prompts_eval"] <= split["eval"]
     assert r["invalid"]["by_reason"] == {"empty_text": 4}
     assert (
         r["invalid"]["examples"]["empty_text"][0]
@@ -44,7 +46,10 @@ def test_hh_token_quantiles(hh_report):
 
 def test_format_preflight_is_readable(hh_report):
     text = format_preflight(hh_report)
-    assert "1996 valid (train 1796, eval 200), 4 invalid" in text
+    split = hh_report["split"]
+    assert f"1996 valid (train {split['train']}, eval {split['eval']}), 4 invalid" in text
+    assert f"split by prompt: distinct prompts train {split['prompts_train']}, eval {split['prompts_eval']}, " \
+           "on both sides 0" in text
     assert "harmless-base.jsonl:76: chosen: empty" in text
     assert "rows longer than max_length 256" in text and "p50" in text
 
@@ -56,7 +61,7 @@ def test_preflight_reports_bad_rows_but_raises_for_a_missing_file(write_jsonl, t
     ]
     report = preflight(DataConfig(kind="pair", source=str(write_jsonl(rows)), format="canonical"))
     assert report["invalid"]["by_reason"] == {"chosen_equals_rejected": 1} and report["tokens"] is None
-    assert report["split"] == {"train": 1, "eval": 0}
+    assert {k: report["split"][k] for k in ("train", "eval")} == {"train": 1, "eval": 0}
     assert "chosen_equals_rejected: 1 rows" in format_preflight(report)
     with pytest.raises(UserError, match="does not exist"):
         preflight(DataConfig(kind="pair", source=str(tmp_path / "missing.jsonl"), format="canonical"))

@@ -35,7 +35,7 @@ def test_tinystories_loads_and_a_one_sentence_story_is_invalid(assets_dir, write
             kind="sft", source=str(assets_dir / "data/tinystories/stories.jsonl"), format="tinystories"
         )
     )
-    assert len(splits.train) + len(splits.eval) == 2000 and len(splits.eval) == 100
+    assert len(splits.train) + len(splits.eval) == 2000 and 70 <= len(splits.eval) <= 130  # ~5% of the openings
     with pytest.raises(UserError, match=r"t\.jsonl:1: completion: empty"):
         load_splits(
             DataConfig(
@@ -82,7 +82,7 @@ def test_oasst_trees_give_ranked_rows(assets_dir):
     splits = load_splits(
         DataConfig(kind="ranked", source=str(path), format="oasst_trees", eval_fraction=0.15)
     )
-    assert (len(splits.train), len(splits.eval), splits.n_raw) == (142, 25, 80)
+    assert (len(splits.train) + len(splits.eval), splits.n_raw) == (167, 80) and 10 <= len(splits.eval) <= 40
 
 
 def test_oasst_skips_deleted_unranked_and_prompter_rankings():

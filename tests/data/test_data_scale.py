@@ -68,7 +68,7 @@ def test_chunk_size_changes_nothing(write_jsonl, tokenizer, monkeypatch, encoder
     report, error, train, evals, *_ = whole
     assert set(report["invalid"]["by_reason"]) >= {"chosen_equals_rejected", "duplicate", "unparsable"}
     assert error.startswith(f"{report['invalid']['total']} of {report['rows']} rows") and "... and" in error
-    assert len(train) + len(evals) == report["valid"] and report["split"] == {"train": len(train), "eval": len(evals)}
+    assert len(train) + len(evals) == report["valid"] and (report["split"]["train"], report["split"]["eval"]) == (len(train), len(evals))
 
 
 def test_trainer_gets_arrow_datasets_of_the_encoded_rows(write_jsonl, tokenizer):

@@ -20,7 +20,9 @@ def splits_of(path, **kw):
 def test_deterministic_disjoint_and_complete(write_jsonl):
     path = write_jsonl(ROWS)
     a, b = splits_of(path, eval_fraction=0.1), splits_of(path, eval_fraction=0.1)
-    assert a.train == b.train and a.eval == b.eval and len(a.eval) == 20
+    # by prompt (the default) each prompt is held out with probability 0.1: about 20 of 200
+    assert a.train == b.train and a.eval == b.eval and 10 <= len(a.eval) <= 30
+    assert len(splits_of(path, eval_fraction=0.1, split_by="row").eval) == 20  # by row: exactly round(n * f)
     texts = [r["text"] for r in a.train + a.eval]
     assert sorted(texts) == sorted(r["text"] for r in ROWS)
     assert a.train == [r for r in ROWS if r in a.train]  # each split keeps the file order

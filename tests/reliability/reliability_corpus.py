@@ -145,6 +145,54 @@ DATA = [
          files={"x.jsonl.gz": gzip.compress(jsonl(SFT, {2: '{"prompt": "na\xefve", "completion": "x"}'.encode("latin-1")}))}),
 ]
 
+
+def _eval_split_sharing_prompts(d: Path, fixtures: dict) -> None:
+    """A save_to_disk DatasetDict whose `test` split repeats two training prompts (other completions)."""
+    from datasets import Dataset, DatasetDict
+
+    test = [{"prompt": SFT[i]["prompt"], "completion": " Something else."} for i in (2, 5)]
+    test += [{"prompt": f"A new opening {i}.", "completion": " Fine."} for i in range(3)]
+    DatasetDict({"train": Dataset.from_list(SFT), "test": Dataset.from_list(test)}).save_to_disk(str(d / "dd"))
+
+
+def _repeat(rows, n, field, index=None):
+    """rows with row n's response `field` (or responses[index]) starting with the whole prompt."""
+    out = [dict(r) for r in rows]
+    r = out[n - 1]
+    if index is None:
+        r[field] = r["prompt"] + r[field]
+    else:
+        r[field] = [r["prompt"] + x if i == index else x for i, x in enumerate(r[field])]
+    return out
+
+
+# Issue 21 (trust, round 3): held-out data, tokens and curation the validation used to miss.
+TRUST3 = [
+    Case("eval_split_shares_prompts", [*SFT_FILE[:-1], "data.source={dir}/dd", "data.eval_split=test"],
+         ["data.eval_split: 2 rows of split 'test'", "dd[test]:row 1: prompt: also a prompt of the training split"],
+         setup=_eval_split_sharing_prompts),
+    sft_data("duplicate_key", jsonl(SFT, {3: b'{"prompt": "Once upon a time", "completion": " a", "completion": " b"}'}),
+             ["x.jsonl:3: completion: given twice in one JSON object"]),
+    sft_data("duplicate_key_nested", jsonl(SFT, {5: b'{"messages": [{"role": "user", "content": "Hi"}, '
+                                                  b'{"role": "assistant", "content": "A", "content": "B"}]}'}),
+             ["x.jsonl:5: content: given twice in one JSON object"]),
+    sft_data("lone_surrogate", jsonl(SFT, {2: b'{"prompt": "A cat\ud800 sat.", "completion": " ok"}'}),
+             ["x.jsonl:2: prompt: a lone surrogate U+D800 at character 6"]),
+    sft_data("lone_surrogate_in_turn", jsonl(SFT, {4: b'{"messages": [{"role": "user", "content": "Hi"}, '
+                                                    b'{"role": "assistant", "content": "\udfff"}]}'}),
+             ["x.jsonl:4: messages[1].content: a lone surrogate U+DFFF"]),
+    Case("pair_repeats_prompt", PAIR_FILE, ["x.jsonl:2: chosen: starts with the whole prompt"],
+         files={"x.jsonl": jsonl(_repeat(PAIRS, 2, "chosen"))}),
+    Case("ranked_repeats_prompt", RANKED_FILE, ["x.jsonl:3: responses[1]: starts with the whole prompt"],
+         files={"x.jsonl": jsonl(_repeat(RANKED, 3, "responses", 1))}),
+    Case("pair_margin_overflows_loss", PAIR_FILE, ["x.jsonl:3: margin: 1e+308 is beyond"],
+         files={"x.jsonl": jsonl([{**r, "margin": 1e308 if i == 2 else 1.0} for i, r in enumerate(PAIRS)])}),
+    Case("ranked_rank_huge", RANKED_FILE, ["x.jsonl:2: ranks[2]: expected a small rank", "1e+30"],
+         files={"x.jsonl": jsonl(RANKED, {2: b'{"prompt": "p", "responses": ["a", "b", "c"], '
+                                             b'"ranks": [0, 1, 1000000000000000000000000000000]}'})}),
+    Case("pad_token_is_eos", [*QUIET, "model.pad_token='</s>'"], ["model.pad_token: '</s>' is the EOS token"]),
+]
+
 CONFIG = [
     Case("unknown_stage", [*QUIET, "stage=nope"], ["stage/nope"]),
     Case("unknown_model_preset", [*QUIET, "model=nope"], ["model/nope"]),
@@ -287,6 +335,7 @@ ARTIFACTS = [
          files={"f.txt": b"x"}),
 ]
 
+DATA += TRUST3
 CORPUS = DATA + CONFIG + ARTIFACTS
 
 

@@ -92,7 +92,7 @@ def test_case_02_dpo_long_prompts_are_listed_or_dropped_and_counted(compose, cha
     tok = load_tokenizer(cfg.model, str(chat_sft / "model"))
     report = preflight(DataConfig(kind="pair", source=str(src), format="canonical", eval_rows=4, on_invalid="drop"),
                        PreferenceEncoder(tok, 64))
-    assert "keep_start" in report["tokens"]["rule"] and report["split"] == {"train": 6, "eval": 4}
+    assert "keep_start" in report["tokens"]["rule"] and (report["split"]["train"], report["split"]["eval"]) == (6, 4)
 
 
 def test_case_09_reward_pairs_left_identical_by_truncation(compose, tmp_path):
