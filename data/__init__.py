@@ -20,9 +20,10 @@ This package knows nothing of Hydra or stages; bad data raises `rlhf.errors.User
 """
 
 from .config import DataConfig
-from .encode import Encoded, Encoder, PreferenceEncoder, PromptEncoder, RewardEncoder, SFTEncoder, prompt_of
+from .encode import Encoded, Encoder, PreferenceEncoder, PromptEncoder, SFTEncoder, prompt_of
 from .loader import Ledger, Splits, load_splits
 from .preflight import format_preflight, preflight
+from .reward_encode import RewardEncoder
 from .spill import Rows
 
 __all__ = [

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from rlhf.data.encode import RewardEncoder
+from rlhf.data.reward_encode import RewardEncoder
 
 from .evaluate import score_ids
 

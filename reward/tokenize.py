@@ -1,7 +1,7 @@
 """Reward-model rows as datasets, tokenised by the one encoder training uses (`rlhf.data.RewardEncoder`).
 
 Each sequence is ``[tokenizer's own leading specials, BOS if `model.add_bos`] prompt response [EOS]
-[own trailing specials]`` (see `rlhf.data.encode.SequenceFrame`); an over-long row loses the START of its prompt
+[own trailing specials]`` (see `rlhf.data.reward_encode.SequenceFrame`); an over-long row loses the START of its prompt
 first, in one window shared by all its responses, and a response longer than the whole budget keeps
 its start. Nothing is dropped here: a row whose responses become identical after truncation is a
 validation problem (`rlhf.data.load_splits` with a `RewardEncoder`).
@@ -16,7 +16,7 @@ from typing import Any
 from datasets import Dataset
 from transformers import PreTrainedTokenizerBase
 
-from rlhf.data.encode import RewardEncoder
+from rlhf.data.reward_encode import RewardEncoder
 from rlhf.errors import UserError
 
 

@@ -30,7 +30,7 @@ def _steps(tmp_path):
 def _sides(node) -> dict[str, bool]:
     from rlhf.data import load_splits
     from rlhf.data.split import prompt_key
-    from rlhf.stages.common import data_config
+    from rlhf.stages.inputs import data_config
 
     s = load_splits(data_config(node), progress=False)
     return {prompt_key(r): False for r in s.train} | {prompt_key(r): True for r in s.eval}

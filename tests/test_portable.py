@@ -122,7 +122,7 @@ def test_conversational_reward_model_scores_the_same_through_apply_chat_template
     assert outside == pytest.approx(inside, abs=1e-5)
     # ...and the framework frames a conversation as training did (the saved post-processor's EOS is
     # the plain-text frame's, not the conversation's)
-    from rlhf.data.encode import RewardEncoder
+    from rlhf.data.reward_encode import RewardEncoder
     from rlhf.models import load_tokenizer
 
     trained = load_tokenizer(compose_any("model.chat_template=chatml").model)

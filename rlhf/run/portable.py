@@ -34,7 +34,8 @@ def export_reward_model(model_dir: Path, tokenizer, max_length: int, name: str) 
     """Rewrite the tokenizer and config files of the reward model saved in `model_dir` (see module doc)."""
     from tokenizers import Tokenizer, processors
 
-    from rlhf.data.encode import CHAT_FRAME_KEY, RewardEncoder
+    from rlhf.data.encode import CHAT_FRAME_KEY
+    from rlhf.data.reward_encode import RewardEncoder
 
     model_dir = Path(model_dir)
     enc = RewardEncoder(tokenizer, max_length)
