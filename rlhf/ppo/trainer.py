@@ -46,7 +46,9 @@ class PPOTrainer:
             tokenizer(p).input_ids for p in self.prompts]
         self.stop_ids = list(stop_ids) if stop_ids is not None else [tokenizer.eos_token_id]
         self.output_dir = Path(output_dir) if output_dir else None
-        self.log_fn, self.on_iteration = log_fn, on_iteration  # on_iteration(i): rank 0, after iteration i
+        # on_iteration(i): rank 0, after iteration i; returning True ends training there (rlhf.monitor)
+        self.log_fn, self.on_iteration = log_fn, on_iteration
+        self.stopped_at: int | None = None
         self.rank, self.world_size = parallel.world()
         for m in (policy, value):
             disable_dropout_in_model(m)
@@ -215,11 +217,13 @@ class PPOTrainer:
             self.history.append(stats)
             if self.log_fn and self.rank == 0 and self.iteration % c.logging_every == 0:
                 self.log_fn(stats, self.iteration)
-            if self.on_iteration is not None and self.rank == 0:
-                self.on_iteration(self.iteration)
+            if self.on_iteration is not None and self.rank == 0 and self.on_iteration(self.iteration) is True:
+                self.stopped_at = self.iteration
             bar.set_postfix(score=f"{stats['objective/scores']:.3f}", kl=f"{stats['objective/kl']:.2f}",
                             beta=f"{stats['kl_coef']:.3f}")
             bar.update(1)
+            if self.stopped_at is not None:
+                break
             if c.save_every and self.output_dir and self.iteration % c.save_every == 0 \
                     and self.iteration < c.total_iterations:
                 self.save_checkpoint()

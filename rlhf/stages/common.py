@@ -307,6 +307,7 @@ class PolicyEvaluator:
     reward: Any
     gen: Any
     n_show: int
+    scorers: dict[str, Any] = field(default_factory=dict)  # audit_<i> (rlhf.monitor), and a stage's "proxy"
 
     @classmethod
     def from_config(cls, cfg: DictConfig, tokenizer, splits=None) -> PolicyEvaluator | None:
@@ -339,7 +340,9 @@ class PolicyEvaluator:
         reward = reward_scorer(cfg, ev.reward_model, "evaluation.reward_model", conv) if ev.reward_model else None
         gen = Generation.from_mapping(OmegaConf.to_container(ev.generation, resolve=True))
         judge = resolve(str(ev.judge), "evaluation.judge") if ev.judge else None
-        return cls(tokenizer, prompts, ids, judge, reward, gen, int(ev.n_show))
+        from ..audit import audit_scorers
+
+        return cls(tokenizer, prompts, ids, judge, reward, gen, int(ev.n_show), audit_scorers(cfg, conv))
 
     def run(self, ctx: StageContext, policy, reference) -> dict:
         """Evaluate, write eval.json into the run dir, log to W&B, print the table."""
@@ -349,7 +352,7 @@ class PolicyEvaluator:
 
         result = evaluate_policy(policy, self.tokenizer, self.prompts, self.prompt_ids, self.gen,
                                  stop_ids=stop_token_ids(self.tokenizer), reference=reference, judge=self.judge,
-                                 reward=self.reward, n_show=self.n_show)
+                                 reward=self.reward, n_show=self.n_show, scorers=self.scorers)
         write_json_atomic(ctx.run_dir / "eval.json", result)
         if ctx.tracker is not None:
             ctx.tracker.log_eval(result, "eval", ctx.tracker.last_step, summary=True)

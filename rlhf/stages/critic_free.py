@@ -88,6 +88,18 @@ def reward_functions(cfg: DictConfig, conversational: bool = False) -> tuple[lis
     return funcs, names
 
 
+def summed_reward(cfg: DictConfig, funcs: list):
+    """The reward the trainer optimises, as one scorer (prompts, completions) -> scores: the reward
+    functions weighted by `trainer.reward_weights` (1 each by default) and summed, as TRL does."""
+    weights = list(cfg.trainer.get("reward_weights") or [1.0] * len(funcs))
+
+    def proxy(prompts, completions):
+        per_func = [f(prompts=list(prompts), completions=list(completions)) for f in funcs]
+        return [sum(w * s[i] for w, s in zip(weights, per_func, strict=True)) for i in range(len(completions))]
+
+    return proxy
+
+
 def run(cfg: DictConfig, run_dir: Path):
     import trl
     from datasets import Dataset
@@ -109,7 +121,7 @@ def run(cfg: DictConfig, run_dir: Path):
                 return trainer.ref_model
             return common.load_reference(cfg, source, tokenizer)
 
-        curves = Curves.from_config(ctx, evaluator, reference)
+        curves = Curves.from_config(ctx, evaluator, reference, proxy=summed_reward(cfg, funcs))
         common.begin(ctx)
 
         # Held-out evaluation is ours (rlhf.evaluation), so TRL's generation-heavy eval loop stays off.
@@ -137,11 +149,13 @@ def run(cfg: DictConfig, run_dir: Path):
             "reward_first": logged[0]["reward"] if logged else None,
             "reward_last": logged[-1]["reward"] if logged else None,
             "kl_last": logged[-1].get("kl") if logged else None,
-            **({"policy_eval_curve": curves.points} if curves is not None else {}),
         }
+        extra = {"reference_dir": init_art.run_dir if init_art else source}
+        if curves is not None:  # the monitors' summary; under monitor.publish=best the best point's policy
+            curves.conclude(trainer.state.global_step, trainer.model, metrics, extra)
         if logged:
             log.info("%s: mean reward %.3f -> %.3f over %d logged steps", name.upper(), metrics["reward_first"],
                      metrics["reward_last"], len(logged))
         return common.finish_policy(ctx, evaluator, trainer.model, tokenizer, metrics, source=source,
                                     reference=curves.reference_model if curves is not None else None,
-                                    engine=trainer.deepspeed, extra={"reference_dir": init_art.run_dir if init_art else source})
+                                    engine=trainer.deepspeed, extra=extra)

@@ -124,7 +124,8 @@ def run(cfg: DictConfig, run_dir: Path):
         else:
             value_src = source
         evaluator = common.PolicyEvaluator.from_config(cfg, tokenizer, splits)
-        curves = Curves.from_config(ctx, evaluator, lambda: trainer.ref_model)  # None under LoRA: adapter disabled
+        curves = Curves.from_config(ctx, evaluator, lambda: trainer.ref_model,  # None under LoRA: adapter disabled
+                                    proxy=scorer)
         common.begin(ctx)
 
         torch.manual_seed(int(cfg.seed))  # the value head of a policy-initialised critic is new
@@ -146,7 +147,7 @@ def run(cfg: DictConfig, run_dir: Path):
         trainer = PPOTrainer(ppo_cfg, policy, value, tokenizer, scorer, prompts, prompt_ids, reference=reference,
                              output_dir=ctx.run_dir, log_fn=log_fn, deepspeed_config=ds,
                              stop_ids=stop_token_ids(tokenizer), guard=guard,
-                             on_iteration=(lambda i: curves.maybe(i, trainer.policy)) if curves is not None else None)
+                             on_iteration=(lambda i: curves.after_step(i, trainer.policy)) if curves is not None else None)
         ckpt = last_checkpoint(ctx.run_dir)
         if ckpt:
             log.info("resuming from %s", ckpt)
@@ -165,8 +166,10 @@ def run(cfg: DictConfig, run_dir: Path):
             "rollout_tokens_per_s": sum(h["tokens_per_s/rollout"] for h in history) / len(history),
             "train_tokens_per_s": sum(h["tokens_per_s/train"] for h in history) / len(history),
             **kl_trace_summary(history, ppo_cfg.kl_target if ppo_cfg.kl_control == "adaptive" else None),
-            **({"policy_eval_curve": curves.points} if curves is not None else {}),
         }
+        extra = {"reference_dir": init_art.run_dir if init_art else source, "value_dir": "value"}
+        if curves is not None:  # the monitors' summary; under monitor.publish=best the best point's policy
+            curves.conclude(trainer.iteration, trainer.policy, metrics, extra)
         if distributed.is_main():
             write_json_atomic(ctx.run_dir / "ppo_history.json", history)
         log.info("PPO: score %.3f -> %.3f, KL %.2f nats (beta %.4f)", metrics["score_first"], metrics["score_last"],
@@ -174,6 +177,5 @@ def run(cfg: DictConfig, run_dir: Path):
         save_model(value.seq, tokenizer, ctx.run_dir, trainer.engine, subdir="value")  # collective under ZeRO-3
         return common.finish_policy(ctx, evaluator, trainer.policy, tokenizer, metrics, source=source,
                                     reference=trainer.ref_model if ds is None else None, engine=trainer.engine,
-                                    extra={"reference_dir": init_art.run_dir if init_art else source,
-                                           "value_dir": "value"})
+                                    extra=extra)
 
