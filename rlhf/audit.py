@@ -30,8 +30,33 @@ def audit_scorers(cfg, conversational: bool = False) -> dict:
     return out
 
 
+def problems(cfg) -> list[str]:
+    """Config-time checks (`rlhf.config.validate`): each judge entry resolves; a run dir that exists
+    already is a finished reward artifact (one that does not may be an earlier pipeline step's: it
+    is checked when the stage loads it)."""
+    from .artifacts import read_artifact
+    from .judges import resolve
+
+    out = []
+    for i, spec in enumerate(cfg.evaluation.get("audit_reward_models") or []):
+        where = f"evaluation.audit_reward_models[{i}]"
+        try:
+            if _is_path(str(spec)):
+                if Path(str(spec)).expanduser().is_dir():
+                    read_artifact(str(spec), expect_kinds=("reward",), what=where)
+            else:
+                resolve(str(spec), where)
+        except UserError as e:
+            out += e.problems
+    return out
+
+
+def _is_path(spec: str) -> bool:
+    return "/" in spec or spec.startswith((".", "~")) or Path(spec).expanduser().is_dir()
+
+
 def _scorer(cfg, spec: str, where: str, conversational: bool):
-    if Path(spec).is_dir():
+    if _is_path(spec):
         from .stages.common import reward_scorer
 
         return reward_scorer(cfg, spec, where, conversational)

@@ -71,8 +71,16 @@ class MonitorOptions:
 
 
 def problems(cfg) -> list[str]:
-    """What `rlhf.config.validate` refuses before anything trains."""
+    """What `rlhf.config.validate` refuses before anything trains (the audit entries included)."""
+    from .audit import problems as audit_problems
+
     mon, ev = cfg.get("monitor"), cfg.evaluation
+    if ev.get("audit_reward_models"):
+        return audit_problems(cfg) + _publish_problems(mon, ev)
+    return _publish_problems(mon, ev)
+
+
+def _publish_problems(mon, ev) -> list[str]:
     if mon is None or not mon.get("enabled") or mon.get("publish") != "best":
         return []
     out = []

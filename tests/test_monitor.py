@@ -1,0 +1,161 @@
+"""Over-optimisation seen while it happens (rlhf.monitor, rlhf.audit): the signals and firings on
+hand-made evaluation points, the config checks, and PPO / GRPO on the embedded demo against a
+deliberately hackable reward (tests/monitor_rewards.py: VADER + a bonus per negative word) with an
+audit scorer that is not optimised: the monitor fires and stops the run at the step it names, the
+published policy is the best audit point's and scores higher on gold than the last step's; the same
+run with the honest reward fires nothing."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from rlhf.errors import UserError
+from rlhf.monitor import Monitor, MonitorOptions, Rule
+
+
+def _point(kl_pt=0.1, proxy=(0.5, 0.0, 1.0), audit=(0.5, 0.0, 1.0), gold=None, plen=32.0, ended=(0.0, 0.0),
+           ent=(1.5, 1.5)) -> dict:
+    """What evaluate_policy returns, for the fields the monitor reads: (policy mean, reference mean, reference std)."""
+    r = {"kl_per_token": kl_pt, "kl": kl_pt * plen, "policy_len": plen, "reference_len": 32.0,
+         "policy_ended_share": ended[0], "reference_ended_share": ended[1], "entropy_per_token": ent[0],
+         "reference_entropy_per_token": ent[1]}
+    for name, v in (("proxy", proxy), ("audit", audit), ("gold", gold)):
+        if v is not None:
+            r.update({f"{name}_policy": v[0], f"{name}_reference": v[1], f"{name}_gain": v[0] - v[1],
+                      f"{name}_reference_std": v[2]})
+    return r
+
+
+def test_signals_fire_above_their_thresholds_and_a_stop_names_its_step():
+    opt = MonitorOptions(kl_per_token=Rule(0.5), kl_growth=Rule(0.05), length_ratio=Rule(1.5), eos_drop=Rule(0.25),
+                         entropy_drop=Rule(0.5), divergence=Rule(1.0, "stop"), audit_drop=Rule(0.5))
+    mon = Monitor(opt)
+    assert mon.observe(2, _point(kl_pt=0.08)) == [] and mon.stop is None  # growth 0.04 per step from 0
+    sig = mon.signals(4, _point(kl_pt=0.3, proxy=(2.0, 0.0, 1.0), audit=(0.2, 0.0, 0.5), plen=64, ended=(0.1, 0.5),
+                                ent=(0.6, 1.5)))
+    assert sig["kl_growth"] == pytest.approx((0.3 - 0.08) / 2) and sig["length_ratio"] == 2.0
+    assert sig["eos_drop"] == pytest.approx(0.4) and sig["entropy_drop"] == pytest.approx(0.6)
+    assert sig["divergence"] == pytest.approx(2.0 - 0.4)  # gains in units of the reference's spread
+    assert sig["audit_drop"] == pytest.approx(0.5 - 0.4)  # below the best point so far (step 2: 0.5)
+    fired = mon.observe(4, _point(kl_pt=0.3, proxy=(2.0, 0.0, 1.0), audit=(0.2, 0.0, 0.5), plen=64, ended=(0.1, 0.5),
+                                  ent=(0.6, 1.5)))
+    assert {f["monitor"] for f in fired} == {"kl_growth", "length_ratio", "eos_drop", "entropy_drop", "divergence"}
+    assert mon.stop["step"] == 4 and mon.stop["monitor"] == "divergence"
+    assert mon.summary()["stopped_at_step"] == 4 and mon.summary()["fired"] == sorted({f["monitor"] for f in fired})
+
+
+def test_without_a_proxy_the_reward_model_is_the_proxy_and_off_rules_never_fire():
+    mon = Monitor(MonitorOptions())  # every threshold null
+    r = _point(proxy=None, audit=(0.0, 0.0, 1.0))
+    r.update({"rm_policy": 3.0, "rm_reference": 0.0, "rm_gain": 3.0, "rm_reference_std": 1.5})
+    assert mon.signals(1, r)["divergence"] == pytest.approx(2.0)
+    assert mon.observe(1, r) == [] and mon.firings == []
+
+
+def test_publish_best_restores_the_best_points_weights_and_records_the_last_beside_them():
+    import torch
+
+    model = torch.nn.Linear(2, 1)
+    mon = Monitor(MonitorOptions(publish="best"))
+    with torch.no_grad():
+        model.weight.fill_(1.0)
+    mon.observe(2, _point(audit=(0.9, 0.0, 1.0), gold=(0.8, 0.0, 1.0)), model)
+    with torch.no_grad():
+        model.weight.fill_(2.0)
+    last = _point(audit=(0.1, 0.0, 1.0), gold=(0.2, 0.0, 1.0))
+    mon.observe(4, last, model)
+    record = mon.restore_best(model, 4, last)
+    assert torch.equal(model.weight, torch.ones(1, 2))  # the weights of step 2
+    assert record["step"] == 2 and record["last_step"] == 4 and record["best_by"] == "audit"
+    assert record["best"]["gold_policy"] == 0.8 and record["last"]["gold_policy"] == 0.2
+
+
+def test_config_refuses_publish_best_without_points_or_ranking_and_unknown_monitors(compose):
+    from rlhf.config import validate
+
+    with pytest.raises(UserError) as e:
+        validate(compose("stage=ppo", "stage.judge=vader", "stage.value_from=policy", "monitor.publish=best",
+                         "+monitor.kl_grwth.threshold=1"))
+    text = str(e.value)
+    assert "monitor.kl_grwth: unknown option (did you mean `kl_growth`?)" in text
+    with pytest.raises(UserError) as e:
+        validate(compose("stage=ppo", "stage.judge=vader", "stage.value_from=policy", "monitor.publish=best",
+                         "monitor.divergence.action=halt"))
+    assert "monitor.divergence.action: 'halt' (str) is not one of warn, stop" in str(e.value)
+    with pytest.raises(UserError) as e:
+        validate(compose("stage=ppo", "stage.judge=vader", "stage.value_from=policy", "monitor.publish=best"))
+    assert "set evaluation.every_steps=N" in str(e.value) and "nothing to rank the points by" in str(e.value)
+    validate(compose("stage=ppo", "stage.judge=vader", "stage.value_from=policy", "monitor.publish=best",
+                     "evaluation.every_steps=2", "evaluation.judge=vader"))
+
+
+def test_a_wrong_audit_entry_is_one_clear_error_before_anything_is_written(compose, tmp_path, sft):
+    from rlhf.runner import run_stage
+
+    with pytest.raises(UserError) as e:
+        run_stage(compose("stage=ppo", "logger=none", "debug=smoke", "stage.judge=vader", "stage.value_from=policy",
+                          "evaluation.every_steps=1", f"evaluation.audit_reward_models=[vader,no_such_module.fn,{sft}]"),
+                  tmp_path / "ppo")
+    text = str(e.value)
+    assert "evaluation.audit_reward_models[1]: cannot import 'no_such_module.fn'" in text
+    assert "evaluation.audit_reward_models[2]:" in text and "reward" in text  # a policy is not a reward model
+    assert not (tmp_path / "ppo").exists()
+
+
+# ---- the "Done when" runs ------------------------------------------------------------------------
+# Drift (KL, its growth) is as fast with the honest reward as with the hackable one at these learning rates,
+# so those monitors are off here: what must separate the two runs is the over-optimisation signal.
+MONITOR = ["evaluation.judge=vader", "evaluation.audit_reward_models=[monitor_rewards.lexicon_sentiment]",
+           "evaluation.max_prompts=16", "evaluation.curve_prompts=16", "evaluation.generation.max_new_tokens=32",
+           "monitor.publish=best", "monitor.divergence.action=stop", "monitor.kl_per_token.threshold=null",
+           "monitor.kl_growth.threshold=null", "data.max_rows=256", "logger=none"]
+PPO = ["stage=ppo", "stage.value_from=policy", "trainer.total_iterations=10", "trainer.rollout_batch_size=32",
+       "trainer.mini_batch_size=8", "trainer.max_new_tokens=32", "trainer.learning_rate=3e-4", "trainer.save_every=0",
+       "trainer.kl_coef=0.02", "trainer.kl_control=fixed", "evaluation.every_steps=2"]
+
+
+@pytest.fixture(scope="module")
+def sft(tmp_path_factory, compose_any):
+    from rlhf.runner import run_stage
+
+    d = tmp_path_factory.mktemp("monitor") / "sft"
+    run_stage(compose_any("logger=none", "debug=smoke", "trainer.save_strategy=no"), d)
+    return d
+
+
+def _history(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "history.jsonl").read_text().splitlines()]
+
+
+def _check_hacked_run(art, run_dir: Path, stopped_steps: int):
+    m, pub = art.metrics, art.extra["published"]
+    stop = m["monitor_stopped_at_step"]
+    assert m["monitor"]["stopped_by"] == "divergence" and stop == stopped_steps < 10  # stopped where it says
+    fired = [h for h in _history(run_dir) if "monitor/fired/divergence" in h]
+    assert [h["step"] for h in fired] == [stop] and fired[0]["monitor/fired/divergence"] > 1.0
+    assert pub["step"] < stop == pub["last_step"] and pub["best_by"] == "audit"
+    assert pub["best"]["gold_policy"] > pub["last"]["gold_policy"]  # the published policy is better on gold
+    assert pub["best"]["proxy_policy"] < pub["last"]["proxy_policy"]  # ...though the hacked proxy says otherwise
+    # what was published is the best point's policy: the final evaluation (same prompts, same seeds) repeats it
+    final = json.loads((run_dir / "eval.json").read_text())
+    assert final["gold_policy"] == pytest.approx(pub["best"]["gold_policy"], abs=1e-6)
+    card = (run_dir / art.model_dir / "README.md").read_text()
+    assert f"This is the policy of step {pub['step']}, not of the last step ({stop})" in card
+
+
+@pytest.mark.slow
+def test_ppo_against_a_hackable_reward_stops_and_publishes_the_best_audit_point(sft, compose, tmp_path):
+    from rlhf.runner import run_stage
+
+    d = tmp_path / "hacked"
+    art = run_stage(compose(*PPO, *MONITOR, f"model.init_from={sft}", "stage.judge=monitor_rewards.hackable"), d)
+    _check_hacked_run(art, d, art.metrics["iterations"])
+
+    d = tmp_path / "honest"
+    art = run_stage(compose(*PPO, *MONITOR, f"model.init_from={sft}", "stage.judge=monitor_rewards.honest"), d)
+    assert art.metrics["monitor_firings"] == 0 and art.metrics["iterations"] == 10
+    assert not any(k.startswith("monitor/fired/") for h in _history(d) for k in h)
+    assert [p["step"] for p in art.metrics["monitor"]["points"]] == [2, 4, 6, 8, 10]
