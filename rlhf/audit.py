@@ -16,8 +16,13 @@ def audit_scorers(cfg, conversational: bool = False) -> dict:
     """{"audit_<i>": (prompts, completions) -> scores} for each entry of
     `evaluation.audit_reward_models`: a reward run dir (a finished `kind: reward` artifact, scored as
     PPO scores it, on prompt + response) or a judge (a name of `rlhf.judges` or module.attr, given the
-    prompts as plain text). Loaded before anything trains, so a wrong entry fails in seconds."""
+    prompts as plain text); none named while the stage optimises one member of an ensemble
+    (`rlhf.ensemble`): the other members. Loaded before anything trains, so a wrong entry fails in seconds."""
     entries = list(cfg.evaluation.get("audit_reward_models") or [])
+    if not entries and "reward_aggregate" in cfg.stage:  # one member of an ensemble optimised: the others audit it
+        from .ensemble import other_members
+
+        entries = other_members(cfg)
     out, problems = {}, []
     for i, spec in enumerate(entries):
         where = f"evaluation.audit_reward_models[{i}]"

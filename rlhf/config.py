@@ -20,9 +20,9 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from . import schema
+from .errors import UserError, did_you_mean
 from .monitor import MonitorOptions
 from .monitor import problems as monitor_problems
-from .errors import UserError, did_you_mean
 from .resources import assets_problems
 from .stages import STAGES
 from .trust import ALLOWED_TARGETS, peft_problems  # noqa: F401 (ALLOWED_TARGETS: README "Trust")

@@ -101,7 +101,9 @@ def evaluate_policy(
         if name.startswith("audit_"):
             audits.append((p, r))
     if audits:  # the audit score: the members' mean per sample
-        _scored(result, per_sample, "audit", *([mean(x) for x in zip(*side, strict=True)] for side in zip(*audits)))
+        pol_audit = [mean(x) for x in zip(*(p for p, _ in audits), strict=True)]
+        ref_audit = [mean(x) for x in zip(*(r for _, r in audits), strict=True)]
+        _scored(result, per_sample, "audit", pol_audit, ref_audit)
     if result["policy_ended_share"] < 0.5:
         log.warning("only %.0f%% of the policy's samples ended before max_new_tokens=%d: the KL is that of "
                     "truncated responses (raise evaluation.generation.max_new_tokens)",

@@ -159,3 +159,68 @@ def test_ppo_against_a_hackable_reward_stops_and_publishes_the_best_audit_point(
     assert art.metrics["monitor_firings"] == 0 and art.metrics["iterations"] == 10
     assert not any(k.startswith("monitor/fired/") for h in _history(d) for k in h)
     assert [p["step"] for p in art.metrics["monitor"]["points"]] == [2, 4, 6, 8, 10]
+
+
+# ---- reward-model ensembles (rlhf.ensemble) -------------------------------------------------------
+def test_ensemble_aggregates_follow_coste_et_al():
+    from rlhf.ensemble import aggregate
+
+    s = [[1.0, 0.0], [3.0, 0.0]]  # two members, two samples
+    assert aggregate(s, "member", member=1) == [3.0, 0.0]
+    assert aggregate(s, "mean") == [2.0, 0.0] and aggregate(s, "min") == [1.0, 0.0]
+    assert aggregate(s, "mean_minus_std", lam=0.5) == [2.0 - 0.5 * 1.0, 0.0]  # population std over members
+
+
+@pytest.mark.slow
+def test_reward_ensemble_members_load_in_transformers_and_audit_the_optimised_member(sft, compose, tmp_path):
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from rlhf.runner import run_stage
+
+    ens = tmp_path / "rm"
+    art = run_stage(compose("stage=reward", "logger=none", "debug=smoke", "trainer.save_strategy=no",
+                            "model.max_length=64", f"model.init_from={sft}", "stage.ensemble=2"), ens)
+    assert art.kind == "reward" and art.extra["ensemble"] == ["members/0", "members/1"]
+    assert art.model_dir == "members/0/model" and len(art.metrics["members_eval_accuracy"]) == 2
+    scores = []
+    for i in (0, 1):
+        path = ens / "members" / str(i) / "model"
+        tok, model = AutoTokenizer.from_pretrained(path), AutoModelForSequenceClassification.from_pretrained(path)
+        with torch.no_grad():
+            scores.append(model(**tok("Once upon a time there was a happy dog.", return_tensors="pt")).logits[0, 0])
+    assert scores[0] != scores[1]  # other seeds, other resamples: other models
+
+    # PPO optimises member 0; member 1 audits it at every evaluation point without being named
+    common = ["stage=ppo", "logger=none", "debug=smoke", f"model.init_from={sft}", f"stage.reward_model={ens}",
+              "stage.value_from=policy", "evaluation.every_steps=1", "evaluation.max_prompts=4",
+              "evaluation.generation.max_new_tokens=8"]
+    ppo = run_stage(compose(*common), tmp_path / "ppo")
+    assert all("audit_policy" in p and "proxy_policy" in p for p in ppo.metrics["policy_eval_curve"])
+    assert "monitor/divergence" in ppo.metrics["monitor"]["points"][0]
+    # ...or a conservative aggregate of both (Coste et al.'s UWO)
+    uwo = run_stage(compose(*common, "stage.reward_aggregate=mean_minus_std"), tmp_path / "uwo")
+    assert "audit_policy" not in uwo.metrics["policy_eval_curve"][0]  # no member left out to audit with
+    from rlhf.config import validate
+
+    with pytest.raises(UserError, match="stage.reward_member: 2 is not a member of the 2-model ensemble"):
+        validate(compose(*common, "stage.reward_member=2"))
+
+
+GRPO = ["stage=grpo", "trainer.max_steps=8", "trainer.per_device_train_batch_size=32", "trainer.num_generations=4",
+        "trainer.max_completion_length=32", "trainer.learning_rate=1.5e-3", "trainer.save_strategy=no",
+        "trainer.logging_steps=1", "trainer.beta=0.01", "evaluation.every_steps=1"]
+
+
+@pytest.mark.slow
+def test_grpo_against_a_hackable_reward_stops_and_publishes_the_best_audit_point(sft, compose, tmp_path):
+    from rlhf.runner import run_stage
+
+    d = tmp_path / "hacked"
+    art = run_stage(compose(*GRPO, *MONITOR, f"model.init_from={sft}", "stage.reward_funcs=[monitor_rewards.hackable]"), d)
+    logged = json.loads((d / "log_history.json").read_text())
+    _check_hacked_run(art, d, max(h["step"] for h in logged if "step" in h))
+
+    d = tmp_path / "honest"
+    art = run_stage(compose(*GRPO, *MONITOR, f"model.init_from={sft}", "stage.reward_funcs=[monitor_rewards.honest]"), d)
+    assert art.metrics["monitor_firings"] == 0 and len(art.metrics["monitor"]["points"]) == 8

@@ -208,8 +208,10 @@ class PPOTrainer:
         c = self.cfg
         bar = tqdm(total=c.total_iterations, initial=self.iteration, desc="PPO", disable=not progress or self.rank != 0)
         while self.iteration < c.total_iterations:
+            t0 = time.perf_counter()
             exp = self.make_experience()
             stats = parallel.mean_over_ranks({**exp.stats, **self.optimise(exp)}, self.world_size)
+            stats["time/iteration_s"] = time.perf_counter() - t0  # rollout + optimisation, before any evaluation
             # Ziegler et al.'s horizon counts the samples the whole job has seen, not this rank's.
             self.kl_ctl.update(stats["objective/kl"], c.rollout_batch_size * self.world_size)
             self.iteration += 1

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 from omegaconf import DictConfig
 
@@ -31,6 +32,9 @@ class Options:
 
     reward_model: str | None = None
     reward_funcs: list[str] = field(default_factory=list)
+    reward_aggregate: Literal["member", "mean", "min", "mean_minus_std"] = "member"  # an ensemble (rlhf.ensemble)
+    reward_member: int = field(default=0, metadata={"ge": 0})
+    reward_lambda: float = field(default=1.0, metadata={"ge": 0})
 
 
 def problems(cfg: DictConfig) -> list[str]:
@@ -43,6 +47,9 @@ def problems(cfg: DictConfig) -> list[str]:
     if not st.get("reward_model") and not st.get("reward_funcs"):
         out.append(f"stage={st.name}: set stage.reward_model (a reward run dir) and/or stage.reward_funcs "
                    "(e.g. [vader], or module.attr)")
+    from ..ensemble import stage_options_problems
+
+    out += stage_options_problems(cfg)
     for spec in st.get("reward_funcs") or []:
         from ..errors import UserError
         from ..judges import resolve
@@ -74,7 +81,9 @@ def reward_functions(cfg: DictConfig, conversational: bool = False) -> tuple[lis
 
     st, funcs, names = cfg.stage, [], []
     if st.get("reward_model"):
-        scorer = common.reward_scorer(cfg, st.reward_model, "stage.reward_model", conversational)
+        from ..ensemble import stage_scorer
+
+        scorer = stage_scorer(cfg, conversational)  # an ensemble: its aggregate
 
         def reward_model(prompts, completions, **_):
             texts = [c[-1]["content"] if isinstance(c, list) else c for c in completions]

@@ -9,7 +9,7 @@ run's dtype. Ends with the policy-vs-reference evaluation.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -33,6 +33,9 @@ class Options:
     reward_model: str | None = None
     judge: str | None = None
     value_from: Literal["reward", "policy"] = "reward"
+    reward_aggregate: Literal["member", "mean", "min", "mean_minus_std"] = "member"  # an ensemble (rlhf.ensemble)
+    reward_member: int = field(default=0, metadata={"ge": 0})
+    reward_lambda: float = field(default=1.0, metadata={"ge": 0})
 
 
 def problems(cfg: DictConfig) -> list[str]:
@@ -49,6 +52,9 @@ def problems(cfg: DictConfig) -> list[str]:
             resolve(str(st.judge), "stage.judge")
         except UserError as e:
             out += e.problems
+    from ..ensemble import stage_options_problems
+
+    out += stage_options_problems(cfg)
     t = cfg.trainer
     ints = {k: t.get(k, d) for k, d in (("rollout_batch_size", 64), ("mini_batch_size", 16),
                                         ("gradient_accumulation_steps", 1))}
@@ -92,7 +98,9 @@ def _scorer(cfg: DictConfig, conversational: bool):
     """(scorer, reward artifact dir or None): a reward model, else the judge (prompts as plain text)."""
     st = cfg.stage
     if st.reward_model:
-        return common.reward_scorer(cfg, st.reward_model, "stage.reward_model", conversational), st.reward_model
+        from ..ensemble import stage_scorer
+
+        return stage_scorer(cfg, conversational), st.reward_model  # an ensemble: its aggregate
     from rlhf.data.chat import plain_text
 
     from ..judges import resolve
