@@ -12,11 +12,12 @@ from pathlib import Path
 from .errors import UserError
 
 
-def audit_scorers(cfg, conversational: bool = False) -> dict:
+def audit_scorers(cfg, reward_scorer, conversational: bool = False) -> dict:
     """{"audit_<i>": (prompts, completions) -> scores} for each entry of
     `evaluation.audit_reward_models`: a reward run dir (a finished `kind: reward` artifact, scored as
     PPO scores it, on prompt + response) or a judge (a name of `rlhf.judges` or module.attr, given the
-    prompts as plain text); none named while the stage optimises one member of an ensemble
+    prompts as plain text); `reward_scorer(cfg, run_dir, what, conversational)` loads a reward
+    model (`rlhf.stages.common.reward_scorer`); none named while the stage optimises one member of an ensemble
     (`rlhf.ensemble`): the other members. Loaded before anything trains, so a wrong entry fails in seconds."""
     entries = list(cfg.evaluation.get("audit_reward_models") or [])
     if not entries and "reward_aggregate" in cfg.stage:  # one member of an ensemble optimised: the others audit it
@@ -27,7 +28,7 @@ def audit_scorers(cfg, conversational: bool = False) -> dict:
     for i, spec in enumerate(entries):
         where = f"evaluation.audit_reward_models[{i}]"
         try:
-            out[f"audit_{i}"] = _scorer(cfg, str(spec), where, conversational)
+            out[f"audit_{i}"] = _scorer(cfg, str(spec), where, conversational, reward_scorer)
         except UserError as e:
             problems += e.problems
     if problems:
@@ -60,10 +61,8 @@ def _is_path(spec: str) -> bool:
     return "/" in spec or spec.startswith((".", "~")) or Path(spec).expanduser().is_dir()
 
 
-def _scorer(cfg, spec: str, where: str, conversational: bool):
+def _scorer(cfg, spec: str, where: str, conversational: bool, reward_scorer):
     if _is_path(spec):
-        from .stages.common import reward_scorer
-
         return reward_scorer(cfg, spec, where, conversational)
     from .data.chat import plain_text
     from .judges import resolve

@@ -58,11 +58,10 @@ def aggregate(scores: list[list[float]], how: str, member: int = 0, lam: float =
     return (s.mean(0) - lam * s.std(0)).tolist()
 
 
-def stage_scorer(cfg, conversational: bool):
+def stage_scorer(cfg, reward_scorer, conversational: bool):
     """The reward an online stage optimises from `stage.reward_model`: one reward model's scorer, or
-    an ensemble's aggregate (`stage.reward_aggregate`)."""
-    from .stages.common import reward_scorer
-
+    an ensemble's aggregate (`stage.reward_aggregate`); `reward_scorer(cfg, run_dir, what,
+    conversational)` loads one reward model (`rlhf.stages.common.reward_scorer`)."""
     st = cfg.stage
     dirs = members(st.reward_model)
     if dirs is None:

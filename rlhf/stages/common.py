@@ -342,7 +342,7 @@ class PolicyEvaluator:
         judge = resolve(str(ev.judge), "evaluation.judge") if ev.judge else None
         from ..audit import audit_scorers
 
-        return cls(tokenizer, prompts, ids, judge, reward, gen, int(ev.n_show), audit_scorers(cfg, conv))
+        return cls(tokenizer, prompts, ids, judge, reward, gen, int(ev.n_show), audit_scorers(cfg, reward_scorer, conv))
 
     def run(self, ctx: StageContext, policy, reference) -> dict:
         """Evaluate, write eval.json into the run dir, log to W&B, print the table."""

@@ -83,7 +83,7 @@ def reward_functions(cfg: DictConfig, conversational: bool = False) -> tuple[lis
     if st.get("reward_model"):
         from ..ensemble import stage_scorer
 
-        scorer = stage_scorer(cfg, conversational)  # an ensemble: its aggregate
+        scorer = stage_scorer(cfg, common.reward_scorer, conversational)  # an ensemble: its aggregate
 
         def reward_model(prompts, completions, **_):
             texts = [c[-1]["content"] if isinstance(c, list) else c for c in completions]

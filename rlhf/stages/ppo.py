@@ -100,7 +100,7 @@ def _scorer(cfg: DictConfig, conversational: bool):
     if st.reward_model:
         from ..ensemble import stage_scorer
 
-        return stage_scorer(cfg, conversational), st.reward_model  # an ensemble: its aggregate
+        return stage_scorer(cfg, common.reward_scorer, conversational), st.reward_model  # an ensemble: its aggregate
     from rlhf.data.chat import plain_text
 
     from ..judges import resolve
