@@ -112,7 +112,7 @@ MONITOR = ["evaluation.judge=vader", "evaluation.audit_reward_models=[monitor_re
            "evaluation.max_prompts=16", "evaluation.curve_prompts=16", "evaluation.generation.max_new_tokens=32",
            "monitor.publish=best", "monitor.divergence.action=stop", "monitor.kl_per_token.threshold=null",
            "monitor.kl_growth.threshold=null", "data.max_rows=256", "logger=none"]
-PPO = ["stage=ppo", "stage.value_from=policy", "trainer.total_iterations=10", "trainer.rollout_batch_size=32",
+PPO = ["stage=ppo", "stage.value_from=policy", "trainer.total_iterations=8", "trainer.rollout_batch_size=32",
        "trainer.mini_batch_size=8", "trainer.max_new_tokens=32", "trainer.learning_rate=3e-4", "trainer.save_every=0",
        "trainer.kl_coef=0.02", "trainer.kl_control=fixed", "evaluation.every_steps=2"]
 
@@ -133,7 +133,7 @@ def _history(run_dir: Path) -> list[dict]:
 def _check_hacked_run(art, run_dir: Path, stopped_steps: int):
     m, pub = art.metrics, art.extra["published"]
     stop = m["monitor_stopped_at_step"]
-    assert m["monitor"]["stopped_by"] == "divergence" and stop == stopped_steps < 10  # stopped where it says
+    assert m["monitor"]["stopped_by"] == "divergence" and stop == stopped_steps < 8  # stopped where it says
     fired = [h for h in _history(run_dir) if "monitor/fired/divergence" in h]
     assert [h["step"] for h in fired] == [stop] and fired[0]["monitor/fired/divergence"] > 1.0
     assert pub["step"] < stop == pub["last_step"] and pub["best_by"] == "audit"
@@ -156,9 +156,9 @@ def test_ppo_against_a_hackable_reward_stops_and_publishes_the_best_audit_point(
 
     d = tmp_path / "honest"
     art = run_stage(compose(*PPO, *MONITOR, f"model.init_from={sft}", "stage.judge=monitor_rewards.honest"), d)
-    assert art.metrics["monitor_firings"] == 0 and art.metrics["iterations"] == 10
+    assert art.metrics["monitor_firings"] == 0 and art.metrics["iterations"] == 8
     assert not any(k.startswith("monitor/fired/") for h in _history(d) for k in h)
-    assert [p["step"] for p in art.metrics["monitor"]["points"]] == [2, 4, 6, 8, 10]
+    assert [p["step"] for p in art.metrics["monitor"]["points"]] == [2, 4, 6, 8]
 
 
 # ---- reward-model ensembles (rlhf.ensemble) -------------------------------------------------------
