@@ -122,6 +122,7 @@ def _scored(result: dict, per_sample: dict, name: str, p: list[float], r: list[f
     result[f"{name}_gain"] = mean(p) - mean(r)
     result[f"{name}_win_rate"] = _win_rate(p, r)
     result[f"{name}_reference_std"] = pstdev(r) if len(r) > 1 else 0.0
+    result[f"{name}_pooled_std"] = pstdev(p + r) if len(p + r) > 1 else 0.0  # where the reference's is 0
 
 
 def _table(pol, ref, kl, per_sample: dict, n_show: int) -> list[dict]:

@@ -97,10 +97,12 @@ def _publish_problems(mon, ev) -> list[str]:
 
 
 def _gain_z(result: dict, name: str) -> float | None:
-    """A scorer's gain over the reference in units of its spread over the reference's samples."""
+    """A scorer's gain over the reference in units of its spread over the reference's samples (over
+    both sides' samples where the reference's are all alike); None without a scorer or a spread."""
     if f"{name}_gain" not in result:
         return None
-    return result[f"{name}_gain"] / max(result.get(f"{name}_reference_std", 0.0), 1e-6)
+    unit = result.get(f"{name}_reference_std") or result.get(f"{name}_pooled_std") or 0.0
+    return result[f"{name}_gain"] / unit if unit > 1e-9 else None
 
 
 class Monitor:

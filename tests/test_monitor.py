@@ -47,6 +47,16 @@ def test_signals_fire_above_their_thresholds_and_a_stop_names_its_step():
     assert mon.summary()["stopped_at_step"] == 4 and mon.summary()["fired"] == sorted({f["monitor"] for f in fired})
 
 
+def test_a_scorer_without_spread_over_the_reference_is_measured_in_the_pooled_spread_or_not_at_all():
+    mon = Monitor(MonitorOptions())
+    r = _point(proxy=(0.5, 0.0, 0.0), audit=(0.0, 0.0, 0.0))  # e.g. VADER 0.0 on every short reference sample
+    r.update(proxy_pooled_std=0.25, audit_pooled_std=0.0)
+    sig = mon.signals(1, r)
+    assert "divergence" not in sig and "audit_drop" not in sig  # no audit spread: no unit, no signal
+    r["audit_pooled_std"] = 0.5
+    assert mon.signals(1, r)["divergence"] == pytest.approx(0.5 / 0.25)
+
+
 def test_without_a_proxy_the_reward_model_is_the_proxy_and_off_rules_never_fire():
     mon = Monitor(MonitorOptions())  # every threshold null
     r = _point(proxy=None, audit=(0.0, 0.0, 1.0))

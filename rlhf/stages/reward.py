@@ -82,9 +82,14 @@ def _ensemble(cfg: DictConfig, run_dir: Path):
         if all(a is not None for a in accs):
             metrics["eval_accuracy"] = sum(accs) / k
         members = [f"members/{i}" for i in range(k)]
-        return common.finish(ctx, kind="reward", model=None, tokenizer=tokenizer, metrics=metrics,
-                             saved=(f"members/0/{arts[0].model_dir}", None),
-                             extra={"max_length": int(cfg.model.max_length), "ensemble": members})
+        card = run_dir / "members" / "0" / arts[0].model_dir / "README.md"
+        own = card.read_text() if card.is_file() else None  # member 0's card, which finish() would replace
+        art = common.finish(ctx, kind="reward", model=None, tokenizer=tokenizer, metrics=metrics,
+                            saved=(f"members/0/{arts[0].model_dir}", None),
+                            extra={"max_length": int(cfg.model.max_length), "ensemble": members})
+        if own is not None and distributed.is_main():
+            card.write_text(own)
+        return art
 
 
 def _train(cfg: DictConfig, run_dir: Path, resample: int | None = None):
