@@ -59,7 +59,7 @@ def validate(cfg: DictConfig) -> None:
     problems += schema.check(node["model"], schema.Model, "model")
     problems += schema.check(node["evaluation"], schema.Evaluation, "evaluation")
     problems += schema.check(node["launch"], schema.Launch, "launch")
-    problems += schema.check(node.get("monitor") or {}, MonitorOptions, "monitor") or monitor_problems(cfg)
+    problems += schema.check(node.get("monitor") or {}, MonitorOptions, "monitor") + monitor_problems(cfg)
     problems += _data_problems(node["data"], "data", stage.DATA_KINDS, cfg.stage.name)
     if node["evaluation"].get("data") is not None:
         problems += _data_problems(node["evaluation"]["data"], "evaluation.data", None, cfg.stage.name)

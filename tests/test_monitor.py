@@ -102,6 +102,15 @@ def test_config_refuses_publish_best_without_points_or_ranking_and_unknown_monit
                      "evaluation.every_steps=2", "evaluation.judge=vader"))
 
 
+def test_the_cli_refuses_a_bad_monitor_config_with_one_message_and_exit_2(cli, tmp_path):
+    res = cli("stage=ppo", "stage.judge=vader", "stage.value_from=policy", "logger=none", "monitor.publish=best",
+              "monitor.entropy_drop.threshold=often", f"run_dir={tmp_path / 'ppo'}")
+    assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr[-2000:]
+    assert "monitor.entropy_drop.threshold: expected a number, got 'often' (str)" in res.stderr
+    assert "monitor.publish=best: the best policy is chosen among the evaluation points" in res.stderr  # all at once
+    assert not (tmp_path / "ppo").exists() and not (tmp_path / "runs").exists()
+
+
 def test_a_wrong_audit_entry_is_one_clear_error_before_anything_is_written(compose, tmp_path, sft):
     from rlhf.runner import run_stage
 
