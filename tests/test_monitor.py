@@ -243,3 +243,38 @@ def test_grpo_against_a_hackable_reward_stops_and_publishes_the_best_audit_point
     d = tmp_path / "honest"
     art = run_stage(compose(*GRPO, *MONITOR, f"model.init_from={sft}", "stage.reward_funcs=[monitor_rewards.honest]"), d)
     assert art.metrics["monitor_firings"] == 0 and len(art.metrics["monitor"]["points"]) == 8
+
+
+def test_evaluation_scores_audits_and_entropy_and_the_report_adds_the_audit_panel(assets, tmp_path):
+    import yaml
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from rlhf.evaluation import evaluate_policy
+    from rlhf.judges import length, vader
+    from rlhf.report import collect, interval_note, judge_names, markdown
+    from rlhf.report_plot import figure
+    from rlhf.schema import Generation
+
+    model_dir = assets / "models" / "stories260k"
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    tok.pad_token = tok.unk_token
+    model = AutoModelForCausalLM.from_pretrained(model_dir)
+    prompts = ["Once upon a time, there was a little dog.", "Tom had a red ball.", "The sun was hot."]
+    ev = evaluate_policy(model, tok, prompts, [tok(p).input_ids for p in prompts], Generation(num_samples=2,
+                         max_new_tokens=12, seed=5), stop_ids=[tok.eos_token_id], reference=model, judge=vader,
+                         scorers={"proxy": length, "audit_0": length, "audit_1": vader})
+    per = ev["per_sample"]
+    assert per["audit_policy"] == [(a + b) / 2 for a, b in zip(per["audit_0_policy"], per["audit_1_policy"], strict=True)]
+    assert ev["audit_gain"] == pytest.approx(ev["audit_policy"] - ev["audit_reference"])
+    # the same model on the same seeds: the same samples, so the same entropy estimate on each side
+    assert ev["entropy_per_token"] == pytest.approx(ev["reference_entropy_per_token"]) and ev["entropy_per_token"] > 0
+    for run, stage in (("a", "ppo"), ("b", "dpo")):
+        (tmp_path / run).mkdir()
+        (tmp_path / run / "eval.json").write_text(json.dumps(ev))
+        (tmp_path / run / "config.yaml").write_text(yaml.safe_dump({"stage": {"name": stage}, "trainer": {},
+                                                                    "evaluation": {"judge": "vader"}}))
+    rows = collect(tmp_path)
+    assert all(r["audit_policy"] == ev["audit_policy"] and r["audit_policy_ci"] for r in rows)
+    assert "audit: policy |" in markdown(rows)
+    fig = figure(rows, judges=judge_names(rows), note=interval_note(rows))
+    assert len(fig.axes) == 2 and "audit" in fig.axes[-1].get_ylabel()  # gold, audit (no RM in these runs)
