@@ -278,3 +278,14 @@ def test_evaluation_scores_audits_and_entropy_and_the_report_adds_the_audit_pane
     assert "audit: policy |" in markdown(rows)
     fig = figure(rows, judges=judge_names(rows), note=interval_note(rows))
     assert len(fig.axes) == 2 and "audit" in fig.axes[-1].get_ylabel()  # gold, audit (no RM in these runs)
+
+
+def test_per_sentence_vader_keeps_resolving_where_the_whole_text_saturates():
+    from rlhf.judges import resolve, vader
+
+    happy = "Lily was happy. She loved her good dog. They played and laughed all day. It was a great, fun day."
+    one_sad = happy.replace("They played and laughed all day.", "Then the dog was hurt and Lily cried.")
+    whole = vader([""] * 2, [happy, one_sad])
+    per = resolve("vader_sentences")([""] * 2, [happy, one_sad])
+    assert whole[0] > 0.95 and whole[0] - whole[1] < per[0] - per[1]  # one sad sentence moves the mean more
+    assert resolve("vader_sentences")([""], [""]) == [0.0]
