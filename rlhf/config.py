@@ -22,6 +22,8 @@ from omegaconf import DictConfig, OmegaConf
 from . import schema
 from .engines.checks import generation_problems
 from .errors import UserError, did_you_mean
+from .monitor import MonitorOptions
+from .monitor import problems as monitor_problems
 from .resources import assets_problems
 from .trust import ALLOWED_TARGETS, peft_problems  # noqa: F401 (ALLOWED_TARGETS: README "Trust")
 
@@ -53,6 +55,7 @@ def validate(cfg: DictConfig, stage) -> None:
     problems += schema.check(node["model"], schema.Model, "model")
     problems += schema.check(node["evaluation"], schema.Evaluation, "evaluation")
     problems += schema.check(node["launch"], schema.Launch, "launch")
+    problems += schema.check(node.get("monitor") or {}, MonitorOptions, "monitor") + monitor_problems(cfg)
     problems += _data_problems(node["data"], "data", stage.DATA_KINDS, cfg.stage.name)
     if node["evaluation"].get("data") is not None:
         problems += _data_problems(node["evaluation"]["data"], "evaluation.data", None, cfg.stage.name)

@@ -10,6 +10,10 @@ end of turn) or the `max_new_tokens` cap. Reported:
   (the same sum over all samples divided by their tokens);
 - response lengths (mean, quantiles) and the share of samples that ended before the cap: a KL of
   responses cut at the cap is the KL of truncated responses;
+- the policy's entropy per token and the reference's, estimated on each model's own samples as
+  the mean of −log p over their tokens (Monte Carlo; at temperature 1 the entropy of the model);
+- any further named scorers (`scorers`: the optimised proxy, audit reward models `audit_<i>` whose
+  per-sample mean is `audit`), each like the reward model: mean per side, gain and win rate;
 - per-sample arrays (for bootstrap intervals over prompts) and a table of samples.
 """
 
@@ -17,7 +21,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from statistics import mean
+from statistics import mean, pstdev
 
 from .data.chat import plain_text
 from .sampling import as_reference, logprob_fn, sample
@@ -51,20 +55,24 @@ def evaluate_policy(
     reward: Callable | None = None,
     n_show: int = 8,
     engine=None,
+    scorers: dict[str, Callable] | None = None,
 ) -> dict:
     """`prompts`: canonical prompts (text or messages) and `prompt_ids` their encoded ids
     (`rlhf.data.PromptEncoder`); `reference`: a model, or None when `policy` is a PEFT model (the
     reference is then the policy with its adapter disabled); `engine`: the generation engine both sides
-    are sampled with (`rlhf.engines`; None: HF generate). The log-probs are the HF models' own."""
-    scorers = {"policy": logprob_fn(policy, temperature=gen.temperature),
-               "reference": logprob_fn(reference, reference_of=policy, temperature=gen.temperature)}
-    pol = sample(policy, tokenizer, prompts, prompt_ids, gen, stop_ids=stop_ids, score_with=scorers,
+    are sampled with (`rlhf.engines`; None: HF generate; the log-probs are the HF models' own);
+    `scorers`: {name: (prompts, completions) -> scores}, given the canonical prompts as the reward
+    model is."""
+    logprob_fns = {"policy": logprob_fn(policy, temperature=gen.temperature),
+                   "reference": logprob_fn(reference, reference_of=policy, temperature=gen.temperature)}
+    pol = sample(policy, tokenizer, prompts, prompt_ids, gen, stop_ids=stop_ids, score_with=logprob_fns,
                  desc="eval: policy samples", engine=engine)
     with as_reference(policy, reference) as ref_model:
         ref = sample(ref_model, tokenizer, prompts, prompt_ids, gen, stop_ids=stop_ids, desc="eval: reference samples",
-                     engine=engine)
+                     score_with={"self": logprob_fn(ref_model, temperature=gen.temperature)}, engine=engine)
     kl = [p - r for p, r in zip(pol.logprobs["policy"], pol.logprobs["reference"], strict=True)]
     tokens = sum(len(c) for c in pol.completion_ids)
+    ref_tokens = sum(len(c) for c in ref.completion_ids)
     result: dict = {
         "n_prompts": len(prompts),
         "n_samples": len(pol.completions),
@@ -75,6 +83,8 @@ def evaluate_policy(
         "reference_len": mean(len(c) for c in ref.completion_ids),
         "policy_ended_share": mean(pol.ended),
         "reference_ended_share": mean(ref.ended),
+        "entropy_per_token": -sum(pol.logprobs["policy"]) / max(tokens, 1),
+        "reference_entropy_per_token": -sum(ref.logprobs["self"]) / max(ref_tokens, 1),
         "policy_lengths": _lengths(pol.completion_ids),
         "reference_lengths": _lengths(ref.completion_ids),
         "generation": dict(gen.__dict__),
@@ -82,18 +92,21 @@ def evaluate_policy(
     per_sample: dict[str, list] = {"prompt_index": list(pol.prompt_index), "kl": kl,
                                    "policy_len": [len(c) for c in pol.completion_ids]}
     text_prompts = [plain_text(p) for p in pol.prompts]
-    for name, fn in (("gold", judge), ("rm", reward)):
+    audits = []
+    for name, fn in (("gold", judge), ("rm", reward), *(scorers or {}).items()):
         if fn is None:
             continue
-        raw_p = pol.prompts if name == "rm" else text_prompts
-        raw_r = ref.prompts if name == "rm" else [plain_text(p) for p in ref.prompts]
+        raw_p = text_prompts if name == "gold" else pol.prompts
+        raw_r = [plain_text(p) for p in ref.prompts] if name == "gold" else ref.prompts
         p = list(map(float, fn(raw_p, pol.completions)))
         r = list(map(float, fn(raw_r, ref.completions)))
-        per_sample[f"{name}_policy"], per_sample[f"{name}_reference"] = p, r
-        result[f"{name}_policy"] = mean(p)
-        result[f"{name}_reference"] = mean(r)
-        result[f"{name}_gain"] = mean(p) - mean(r)
-        result[f"{name}_win_rate"] = _win_rate(p, r)
+        _scored(result, per_sample, name, p, r)
+        if name.startswith("audit_"):
+            audits.append((p, r))
+    if audits:  # the audit score: the members' mean per sample
+        pol_audit = [mean(x) for x in zip(*(p for p, _ in audits), strict=True)]
+        ref_audit = [mean(x) for x in zip(*(r for _, r in audits), strict=True)]
+        _scored(result, per_sample, "audit", pol_audit, ref_audit)
     if result["policy_ended_share"] < 0.5:
         log.warning("only %.0f%% of the policy's samples ended before max_new_tokens=%d: the KL is that of "
                     "truncated responses (raise evaluation.generation.max_new_tokens)",
@@ -103,12 +116,24 @@ def evaluate_policy(
     return result
 
 
+def _scored(result: dict, per_sample: dict, name: str, p: list[float], r: list[float]) -> None:
+    """A scorer's figures: mean per side, gain, win rate, and the reference's spread (the unit in
+    which `rlhf.monitor` compares scorers of different scales)."""
+    per_sample[f"{name}_policy"], per_sample[f"{name}_reference"] = p, r
+    result[f"{name}_policy"] = mean(p)
+    result[f"{name}_reference"] = mean(r)
+    result[f"{name}_gain"] = mean(p) - mean(r)
+    result[f"{name}_win_rate"] = _win_rate(p, r)
+    result[f"{name}_reference_std"] = pstdev(r) if len(r) > 1 else 0.0
+    result[f"{name}_pooled_std"] = pstdev(p + r) if len(p + r) > 1 else 0.0  # where the reference's is 0
+
+
 def _table(pol, ref, kl, per_sample: dict, n_show: int) -> list[dict]:
     rows = []
     for i in range(min(n_show, len(pol.completions))):
         row = {"prompt": plain_text(pol.prompts[i]), "reference": ref.completions[i], "policy": pol.completions[i],
                "kl": round(kl[i], 3)}
-        for name in ("gold", "rm"):
+        for name in ("gold", "rm", "proxy", "audit"):
             if f"{name}_policy" in per_sample:
                 row[f"{name}_reference"] = round(per_sample[f"{name}_reference"][i], 4)
                 row[f"{name}_policy"] = round(per_sample[f"{name}_policy"][i], 4)
@@ -120,7 +145,8 @@ def format_eval(result: dict, title: str = "policy vs reference") -> str:
     """The before/after table printed at the end of a policy stage."""
     lines = [f"{title} on {result['n_prompts']} held-out prompts ({result['n_samples']} samples each side):",
              f"  {'':22}{'reference':>10}{'policy':>10}{'win rate':>10}"]
-    for name, label in (("gold", "gold score (judge)"), ("rm", "reward model")):
+    for name, label in (("gold", "gold score (judge)"), ("rm", "reward model"), ("proxy", "optimised reward"),
+                        ("audit", "audit reward models")):
         if f"{name}_policy" in result:
             lines.append(f"  {label:22}{result[name + '_reference']:>10.3f}{result[name + '_policy']:>10.3f}"
                          f"{result[name + '_win_rate']:>10.3f}")

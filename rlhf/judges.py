@@ -32,6 +32,20 @@ def vader(prompts: Sequence[str], completions: Sequence[str]) -> list[float]:
     return [float(analyzer.polarity_scores(c)["compound"]) for c in completions]
 
 
+def vader_sentences(prompts: Sequence[str], completions: Sequence[str]) -> list[float]:
+    """The mean VADER compound score of a completion's sentences (split after . ! ?): a gold scale that
+    keeps resolving where the whole-text compound saturates at ±1 (71 % of 200 TinyStories stories
+    score beyond ±0.95 whole, none per sentence: README "Over-optimisation")."""
+    import re
+
+    analyzer = _vader()
+    out = []
+    for c in completions:
+        sentences = [s for s in re.split(r"(?<=[.!?])\s+", c.strip()) if s]
+        out.append(sum(analyzer.polarity_scores(s)["compound"] for s in sentences) / len(sentences) if sentences else 0.0)
+    return out
+
+
 def length(prompts: Sequence[str], completions: Sequence[str]) -> list[float]:
     """Number of words: a trivial judge, handy to see what length alone would buy."""
     return [float(len(c.split())) for c in completions]
@@ -43,6 +57,7 @@ def brevity(prompts: Sequence[str], completions: Sequence[str]) -> list[float]:
 
 
 NAMED: dict[str, Judge] = {"vader": vader, "length": length, "brevity": brevity}
+NAMED["vader_sentences"] = vader_sentences  # per-sentence mean: does not saturate on long responses
 
 
 def resolve(spec: str, what: str = "stage.judge") -> Judge:

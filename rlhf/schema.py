@@ -181,6 +181,7 @@ class Evaluation:
     max_prompts: int = field(default=100, **_positive(ge=1))
     judge: str | None = None
     reward_model: str | None = None
+    audit_reward_models: list[str] = field(default_factory=list)
     n_show: int = field(default=8, **_positive(ge=0))
     every_steps: int | None = field(default=None, **_positive(ge=1))
     curve_prompts: int = field(default=16, **_positive(ge=1))

@@ -16,7 +16,7 @@ from rlhf.stages import STAGES
 CONF = Path(__file__).resolve().parents[1] / "conf"
 # Groups whose options are picked on the command line as `group=option`.
 GROUP_DIRS = ["stage", "model", "data", "trainer", "peft", "logger", "experiment", "debug", "paths", "pipeline",
-              "deepspeed", "generation"]
+              "deepspeed", "generation", "monitor"]
 
 
 def _all_options():

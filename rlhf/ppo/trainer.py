@@ -51,7 +51,9 @@ class PPOTrainer:
         # the generation engine (rlhf.engines; None: HF generate); a vLLM engine takes the policy's weights
         # whenever they changed since its last rollout (after every iteration's optimizer steps)
         self.sampler = engine
-        self.log_fn, self.on_iteration = log_fn, on_iteration  # on_iteration(i): rank 0, after iteration i
+        # on_iteration(i): rank 0, after iteration i; returning True ends training there (rlhf.monitor)
+        self.log_fn, self.on_iteration = log_fn, on_iteration
+        self.stopped_at: int | None = None
         self.rank, self.world_size = distributed.world()
         for m in (policy, value):
             disable_dropout_in_model(m)
@@ -195,8 +197,10 @@ class PPOTrainer:
         c = self.cfg
         bar = tqdm(total=c.total_iterations, initial=self.iteration, desc="PPO", disable=not progress or self.rank != 0)
         while self.iteration < c.total_iterations:
+            t0 = time.perf_counter()
             exp = self.make_experience()
             stats = distributed.mean_over_ranks({**exp.stats, **self.optimise(exp)})
+            stats["time/iteration_s"] = time.perf_counter() - t0  # rollout + optimisation, before any evaluation
             # Ziegler et al.'s horizon counts the samples the whole job has seen, not this rank's.
             self.kl_ctl.update(stats["objective/kl"], c.rollout_batch_size * self.world_size)
             self.iteration += 1
@@ -204,11 +208,13 @@ class PPOTrainer:
             self.history.append(stats)
             if self.log_fn and self.rank == 0 and self.iteration % c.logging_every == 0:
                 self.log_fn(stats, self.iteration)
-            if self.on_iteration is not None and self.rank == 0:
-                self.on_iteration(self.iteration)
+            if self.on_iteration is not None and self.rank == 0 and self.on_iteration(self.iteration) is True:
+                self.stopped_at = self.iteration
             bar.set_postfix(score=f"{stats['objective/scores']:.3f}", kl=f"{stats['objective/kl']:.2f}",
                             beta=f"{stats['kl_coef']:.3f}")
             bar.update(1)
+            if self.stopped_at is not None:
+                break
             if c.save_every and self.output_dir and self.iteration % c.save_every == 0 \
                     and self.iteration < c.total_iterations:
                 self.save_checkpoint()

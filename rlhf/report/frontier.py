@@ -45,7 +45,8 @@ def _intervals(ev: dict, score: str) -> dict:
         return {}
     out: dict = {}
     for key, name in (("kl", "kl"), ("policy", f"{score}_policy"), ("reference", f"{score}_reference"),
-                      ("rm_policy", "rm_policy"), ("rm_reference", "rm_reference")):
+                      ("rm_policy", "rm_policy"), ("rm_reference", "rm_reference"),
+                      ("audit_policy", "audit_policy"), ("audit_reference", "audit_reference")):
         if per.get(name):
             iv = prompt_bootstrap(per[name], per["prompt_index"])
             out[f"{key}_ci"] = [iv.low, iv.high]
@@ -77,6 +78,7 @@ def collect(root: Path) -> list[dict]:
             "policy": ev[f"{score}_policy"], "reference": ev[f"{score}_reference"],
             "win_rate": ev.get(f"{score}_win_rate"), "rm_policy": ev.get("rm_policy"),
             "rm_reference": ev.get("rm_reference"), "length": ev.get("policy_len"),
+            "audit_policy": ev.get("audit_policy"), "audit_reference": ev.get("audit_reference"),  # rlhf.audit
             "n_prompts": ev.get("n_prompts"), "n_samples": ev.get("n_samples"),
             "judge": evaluation.get("judge"), "reward_model": evaluation.get("reward_model"),
             "wandb_group": logger.get("group"), "wandb_project": logger.get("project"),
@@ -128,17 +130,19 @@ def markdown(rows: list[dict]) -> str:
 
     judges = ", ".join(sorted({str(r["judge"]) for r in rows if r.get("judge")})) or "none (reward-model score)"
     rms = sorted({str(r["reward_model"]) for r in rows if r.get("reward_model")})
+    audit = any(r.get("audit_policy") is not None for r in rows)  # rlhf.audit: a column only where there is one
     lines = [f"Gold judge: {judges}. Reward model (proxy): {', '.join(rms) or 'none'}.", "",
              f"[lo, hi]: {interval_note(rows)}.", "",
              "| method | setting | lr | n prompts × samples | KL (nats) | gold: reference | gold: policy | gain | "
-             "win rate | RM: policy | run |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             f"win rate | RM: policy |{' audit: policy |' if audit else ''} run |",
+             "|---|---|---|---|---|---|---|---|---|---|---|" + ("---|" if audit else "")]
     for r in sorted(rows, key=lambda r: (r["method"], r["kl"])):
         n = f"{r['n_prompts']} × {r['n_samples'] // r['n_prompts']}" if r.get("n_samples") and r.get("n_prompts") else "-"
         lines.append(f"| {r['method']} | {r.get('knob') or '-'} | {f(r['learning_rate'], '{:g}')} | {n} | "
                      f"{ci(r['kl'], r.get('kl_ci'), '{:.2f}')} | {ci(r['reference'], r.get('reference_ci'))} | "
                      f"{ci(r['policy'], r.get('policy_ci'))} | {ci(r['policy'] - r['reference'], r.get('gain_ci'), '{:+.3f}')} | "
-                     f"{f(r['win_rate'])} | {ci(r['rm_policy'], r.get('rm_policy_ci'))} | {r['run']} |")
+                     f"{f(r['win_rate'])} | {ci(r['rm_policy'], r.get('rm_policy_ci'))} | "
+                     + (f"{ci(r.get('audit_policy'), r.get('audit_policy_ci'))} | " if audit else "") + f"{r['run']} |")
     return "\n".join(lines) + "\n"
 
 

@@ -51,7 +51,7 @@ def _label(ax, pts: list[dict], value: str, color: str) -> None:
 
 
 def _panel(ax, rows: list[dict], value: str, ci: str, colors: dict[str, str]) -> None:
-    ref_key = {"policy": "reference", "rm_policy": "rm_reference"}[value]
+    ref_key = {"policy": "reference", "rm_policy": "rm_reference", "audit_policy": "audit_reference"}[value]
     _reference(ax, rows, ref_key, f"{ref_key}_ci")
     for method, color in colors.items():
         pts = sorted((r for r in rows if r["method"] == method and r.get(value) is not None), key=lambda r: r["kl"])
@@ -80,8 +80,10 @@ def figure(rows: list[dict], *, judges: list[str], note: str):
     import matplotlib.pyplot as plt
 
     with_rm = rows[0]["score"] == "gold" and any(r.get("rm_policy") is not None for r in rows)
+    with_audit = any(r.get("audit_policy") is not None for r in rows)  # rlhf.audit: reward models not optimised
     colors = {m: f"C{i}" for i, m in enumerate(sorted({r["method"] for r in rows}))}
-    fig, axes = plt.subplots(1, 2 if with_rm else 1, figsize=(11, 4.6) if with_rm else (6.5, 4.6),
+    n = 1 + with_rm + with_audit
+    fig, axes = plt.subplots(1, n, figsize=(5.5 * n, 4.6) if n > 1 else (6.5, 4.6),
                              sharex=True, squeeze=False, layout="constrained")
     gold, *rest = axes[0]
     _panel(gold, rows, "policy", "policy_ci", colors)
@@ -95,6 +97,10 @@ def figure(rows: list[dict], *, judges: list[str], note: str):
         _panel(rest[0], rows, "rm_policy", "rm_policy_ci", colors)
         rest[0].set_ylabel("reward-model (proxy) score")
         rest[0].set_title("proxy (reward model): rising where gold flattens = over-optimisation", fontsize=10)
+    if with_audit:
+        _panel(rest[-1], rows, "audit_policy", "audit_policy_ci", colors)
+        rest[-1].set_ylabel("audit score (reward models not optimised)")
+        rest[-1].set_title("audit: falling where the proxy rises = over-optimisation, no gold needed", fontsize=10)
     handles, labels = gold.get_legend_handles_labels()
     fig.legend(handles, labels, loc="outside lower center", ncols=len(labels), fontsize=9, frameon=False)
     fig.suptitle(f"Reward–KL frontier\nbars: {note}", fontsize=10)

@@ -26,6 +26,17 @@ def _metrics(metrics: dict[str, Any]) -> list[tuple[str, str]]:
     return [(k, f"{v:.4g}" if isinstance(v, float) else str(v)) for k, v in rows]
 
 
+def _published(record: dict | None) -> dict | None:
+    """`monitor.publish=best` (rlhf.monitor): which step was published and why, and the figures of that
+    step beside the last step's, as rows (figure, published, last)."""
+    if not record:
+        return None
+    best, last = record.get("best", {}), record.get("last", {})
+    fmt = lambda v: f"{v:.4g}" if isinstance(v, float) else ("" if v is None else str(v))  # noqa: E731
+    rows = [(k, fmt(best.get(k)), fmt(last.get(k))) for k in dict.fromkeys([*best, *last])]
+    return {"step": record["step"], "last_step": record["last_step"], "why": record["why"], "rows": rows}
+
+
 def _hub_id(name: str) -> str | None:
     """A hub repo id (for the card's metadata), not a local path."""
     return None if not name or Path(name).exists() or name.startswith(("/", ".", "~")) else name
@@ -52,6 +63,7 @@ def write_card(folder: Path, what: str, art: Artifact, *, base_model: str, usage
     card = ModelCard.from_template(
         data, template_str=template, title=f"{TITLES[what]} `{Path(art.run_dir).name}`", summary=summary,
         what=what, path=str(folder), reward_call=REWARD_CALL, base_model=base_model, lineage=art.lineage,
-        adapter_base=art.adapter_base if what == "adapter" else None, metrics=_metrics(art.metrics), **usage)
+        adapter_base=art.adapter_base if what == "adapter" else None, metrics=_metrics(art.metrics),
+        published=_published(art.extra.get("published")) if what in ("policy", "adapter") else None, **usage)
     card.save(folder / "README.md")
     return folder / "README.md"

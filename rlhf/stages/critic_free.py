@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -34,6 +35,9 @@ class Options:
 
     reward_model: str | None = None
     reward_funcs: list[str] = field(default_factory=list)
+    reward_aggregate: Literal["member", "mean", "min", "mean_minus_std"] = "member"  # an ensemble (rlhf.ensemble)
+    reward_member: int = field(default=0, metadata={"ge": 0})
+    reward_lambda: float = field(default=1.0, metadata={"ge": 0})
 
 
 def problems(cfg: DictConfig) -> list[str]:
@@ -48,6 +52,9 @@ def problems(cfg: DictConfig) -> list[str]:
     if not st.get("reward_model") and not st.get("reward_funcs"):
         out.append(f"stage={st.name}: set stage.reward_model (a reward run dir) and/or stage.reward_funcs "
                    "(e.g. [vader], or module.attr)")
+    from ..ensemble import stage_options_problems
+
+    out += stage_options_problems(cfg)
     for spec in st.get("reward_funcs") or []:
         from ..errors import UserError
         from ..judges import resolve
@@ -79,7 +86,9 @@ def reward_functions(cfg: DictConfig, conversational: bool = False) -> tuple[lis
 
     st, funcs, names = cfg.stage, [], []
     if st.get("reward_model"):
-        scorer = reward_scorer(cfg, st.reward_model, "stage.reward_model", conversational)
+        from ..ensemble import stage_scorer
+
+        scorer = stage_scorer(cfg, reward_scorer, conversational)  # an ensemble: its aggregate
 
         def reward_model(prompts, completions, **_):
             texts = [c[-1]["content"] if isinstance(c, list) else c for c in completions]
@@ -91,6 +100,18 @@ def reward_functions(cfg: DictConfig, conversational: bool = False) -> tuple[lis
         funcs.append(as_trl_reward_func(resolve(str(spec), "stage.reward_funcs"), str(spec).rpartition(".")[2]))
         names.append(str(spec))
     return funcs, names
+
+
+def summed_reward(cfg: DictConfig, funcs: list):
+    """The reward the trainer optimises, as one scorer (prompts, completions) -> scores: the reward
+    functions weighted by `trainer.reward_weights` (1 each by default) and summed, as TRL does."""
+    weights = list(cfg.trainer.get("reward_weights") or [1.0] * len(funcs))
+
+    def proxy(prompts, completions):
+        per_func = [f(prompts=list(prompts), completions=list(completions)) for f in funcs]
+        return [sum(w * s[i] for w, s in zip(weights, per_func, strict=True)) for i in range(len(completions))]
+
+    return proxy
 
 
 def run(cfg: DictConfig, run_dir: Path):
@@ -117,7 +138,7 @@ def run(cfg: DictConfig, run_dir: Path):
                 return trainer.ref_model
             return load_reference(cfg, source, tokenizer)
 
-        curves = Curves.from_config(ctx, evaluator, reference)
+        curves = Curves.from_config(ctx, evaluator, reference, proxy=summed_reward(cfg, funcs))
         ctx.begin()
 
         # Held-out evaluation is ours (rlhf.evaluation), so TRL's generation-heavy eval loop stays off.
@@ -151,11 +172,13 @@ def run(cfg: DictConfig, run_dir: Path):
             "reward_first": logged[0]["reward"] if logged else None,
             "reward_last": logged[-1]["reward"] if logged else None,
             "kl_last": logged[-1].get("kl") if logged else None,
-            **({"policy_eval_curve": curves.points} if curves is not None else {}),
         }
+        extra = {"reference_dir": init_art.run_dir if init_art else source}
+        if curves is not None:  # the monitors' summary; under monitor.publish=best the best point's policy
+            curves.conclude(trainer.state.global_step, trainer.model, metrics, extra)
         if logged:
             log.info("%s: mean reward %.3f -> %.3f over %d logged steps", name.upper(), metrics["reward_first"],
                      metrics["reward_last"], len(logged))
         return finish_policy(ctx, evaluator, trainer.model, tokenizer, metrics, source=source,
                                     reference=curves.reference_model if curves is not None else None,
-                                    engine=trainer.deepspeed, extra={"reference_dir": init_art.run_dir if init_art else source})
+                                    engine=trainer.deepspeed, extra=extra)

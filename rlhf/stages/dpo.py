@@ -127,8 +127,9 @@ def run(cfg: DictConfig, run_dir: Path):
         out = ctx.train(trainer)
         metrics["train_loss"] = out.training_loss
         metrics["train_runtime_s"] = out.metrics.get("train_runtime")
-        if curves is not None:
-            metrics["policy_eval_curve"] = curves.points
+        extra = {"reference_dir": init_art.run_dir if init_art else source}
+        if curves is not None:  # the monitors' summary; under monitor.publish=best the best point's policy
+            curves.conclude(trainer.state.global_step, trainer.model, metrics, extra)
         if splits.eval:
             metrics.update(_dpo_eval(trainer, "eval"))
             log.info("DPO held-out margin %.3f -> %.3f, accuracy %.3f -> %.3f",
@@ -139,8 +140,7 @@ def run(cfg: DictConfig, run_dir: Path):
         # DeepSpeed / several processes rank 0 evaluates the saved policy (evaluator.finish_policy).
         reference = trainer.ref_model if not distributed.uses_deepspeed(cfg) else None
         return finish_policy(ctx, evaluator, trainer.model, tokenizer, metrics, source=source,
-                                    reference=reference, engine=trainer.deepspeed,
-                                    extra={"reference_dir": init_art.run_dir if init_art else source})
+                             reference=reference, engine=trainer.deepspeed, extra=extra)
 
 
 def _dpo_eval(trainer, prefix: str) -> dict:

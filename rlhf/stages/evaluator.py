@@ -4,7 +4,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
@@ -58,6 +58,7 @@ class PolicyEvaluator:
     gen: Any
     n_show: int
     generation: dict | None = None  # the `generation:` node: which engine samples (rlhf.engines)
+    scorers: dict[str, Any] = field(default_factory=dict)  # audit_<i> (rlhf.monitor), and a stage's "proxy"
 
     @classmethod
     def from_config(cls, cfg: DictConfig, tokenizer, splits=None) -> PolicyEvaluator | None:
@@ -91,7 +92,10 @@ class PolicyEvaluator:
         gen = Generation.from_mapping(OmegaConf.to_container(ev.generation, resolve=True))
         judge = resolve(str(ev.judge), "evaluation.judge") if ev.judge else None
         engine_node = OmegaConf.to_container(cfg.generation, resolve=True) if cfg.get("generation") else None
-        return cls(tokenizer, prompts, ids, judge, reward, gen, int(ev.n_show), engine_node)
+        from ..audit import audit_scorers
+
+        return cls(tokenizer, prompts, ids, judge, reward, gen, int(ev.n_show), generation=engine_node,
+                   scorers=audit_scorers(cfg, reward_scorer, conv))
 
     def engine(self, policy):
         """The generation engine for sampling `policy` and its reference (rlhf.engines)."""
@@ -107,7 +111,8 @@ class PolicyEvaluator:
 
         result = evaluate_policy(policy, self.tokenizer, self.prompts, self.prompt_ids, self.gen,
                                  stop_ids=stop_token_ids(self.tokenizer), reference=reference, judge=self.judge,
-                                 reward=self.reward, n_show=self.n_show, engine=self.engine(policy))
+                                 reward=self.reward, n_show=self.n_show, engine=self.engine(policy),
+                                 scorers=self.scorers)
         write_json_atomic(ctx.run_dir / "eval.json", result)
         if ctx.tracker is not None:
             ctx.tracker.log_eval(result, "eval", ctx.tracker.last_step, summary=True)

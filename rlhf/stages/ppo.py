@@ -9,7 +9,7 @@ run's dtype. Ends with the policy-vs-reference evaluation.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -46,6 +46,9 @@ class Options:
     reward_model: str | None = None
     judge: str | None = None
     value_from: Literal["reward", "policy"] = "reward"
+    reward_aggregate: Literal["member", "mean", "min", "mean_minus_std"] = "member"  # an ensemble (rlhf.ensemble)
+    reward_member: int = field(default=0, metadata={"ge": 0})
+    reward_lambda: float = field(default=1.0, metadata={"ge": 0})
 
 
 def problems(cfg: DictConfig) -> list[str]:
@@ -62,6 +65,9 @@ def problems(cfg: DictConfig) -> list[str]:
             resolve(str(st.judge), "stage.judge")
         except UserError as e:
             out += e.problems
+    from ..ensemble import stage_options_problems
+
+    out += stage_options_problems(cfg)
     from ..ppo.config import PPOConfig, PPOConfigError
 
     node = OmegaConf.to_container(cfg.trainer, resolve=True)
@@ -104,7 +110,9 @@ def _scorer(cfg: DictConfig, conversational: bool):
     """(scorer, reward artifact dir or None): a reward model, else the judge (prompts as plain text)."""
     st = cfg.stage
     if st.reward_model:
-        return reward_scorer(cfg, st.reward_model, "stage.reward_model", conversational), st.reward_model
+        from ..ensemble import stage_scorer
+
+        return stage_scorer(cfg, reward_scorer, conversational), st.reward_model  # an ensemble: its aggregate
     from rlhf.data.chat import plain_text
 
     from ..judges import resolve
@@ -138,7 +146,8 @@ def run(cfg: DictConfig, run_dir: Path):
         else:
             value_src = source
         evaluator = PolicyEvaluator.from_config(cfg, tokenizer, splits)
-        curves = Curves.from_config(ctx, evaluator, lambda: trainer.ref_model)  # None under LoRA: adapter disabled
+        curves = Curves.from_config(ctx, evaluator, lambda: trainer.ref_model,  # None under LoRA: adapter disabled
+                                    proxy=scorer)
         ctx.begin()
 
         torch.manual_seed(int(cfg.seed))  # the value head of a policy-initialised critic is new
@@ -160,7 +169,7 @@ def run(cfg: DictConfig, run_dir: Path):
         trainer = PPOTrainer(ppo_cfg, policy, value, tokenizer, scorer, prompts, prompt_ids, reference=reference,
                              output_dir=ctx.run_dir, log_fn=log_fn, deepspeed_config=ds,
                              stop_ids=stop_token_ids(tokenizer), guard=guard,
-                             on_iteration=(lambda i: curves.maybe(i, trainer.policy)) if curves is not None else None,
+                             on_iteration=(lambda i: curves.after_step(i, trainer.policy)) if curves is not None else None,
                              engine=engine_for(OmegaConf.to_container(cfg.generation, resolve=True), policy))
         ckpt = last_checkpoint(ctx.run_dir)
         if ckpt:
@@ -180,8 +189,10 @@ def run(cfg: DictConfig, run_dir: Path):
             "rollout_tokens_per_s": sum(h["tokens_per_s/rollout"] for h in history) / len(history),
             "train_tokens_per_s": sum(h["tokens_per_s/train"] for h in history) / len(history),
             **kl_trace_summary(history, ppo_cfg.kl_target if ppo_cfg.kl_control == "adaptive" else None),
-            **({"policy_eval_curve": curves.points} if curves is not None else {}),
         }
+        extra = {"reference_dir": init_art.run_dir if init_art else source, "value_dir": "value"}
+        if curves is not None:  # the monitors' summary; under monitor.publish=best the best point's policy
+            curves.conclude(trainer.iteration, trainer.policy, metrics, extra)
         if distributed.is_main():
             write_json_atomic(ctx.run_dir / "ppo_history.json", history)
         log.info("PPO: score %.3f -> %.3f, KL %.2f nats (beta %.4f)", metrics["score_first"], metrics["score_last"],
@@ -189,6 +200,5 @@ def run(cfg: DictConfig, run_dir: Path):
         save_model(value.seq, tokenizer, ctx.run_dir, trainer.engine, subdir="value")  # collective under ZeRO-3
         return finish_policy(ctx, evaluator, trainer.policy, tokenizer, metrics, source=source,
                                     reference=trainer.ref_model if ds is None else None, engine=trainer.engine,
-                                    extra={"reference_dir": init_art.run_dir if init_art else source,
-                                           "value_dir": "value"})
+                                    extra=extra)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -31,6 +31,8 @@ class Options:
     """`stage:` of stage=reward (conf/stage/reward.yaml)."""
 
     loss: Literal["auto", "pairwise", "kwise"] = "auto"
+    ensemble: int = field(default=1, metadata={"ge": 1})  # k reward models (rlhf.ensemble)
+    bootstrap: bool = True  # ensemble members on bootstrap resamples of the training rows
 
 
 def encoder(cfg: DictConfig, tokenizer):
@@ -48,6 +50,50 @@ def problems(cfg: DictConfig) -> list[str]:
 
 
 def run(cfg: DictConfig, run_dir: Path):
+    if int(cfg.stage.ensemble) > 1:
+        return _ensemble(cfg, Path(run_dir))
+    return _train(cfg, run_dir)
+
+
+def _ensemble(cfg: DictConfig, run_dir: Path):
+    """`stage.ensemble=k`: k complete reward artifacts in members/<i> (seed + i, bootstrap resample i;
+    a finished member is kept when an interrupted ensemble is run again), then the ensemble's manifest:
+    kind reward, its model member 0's, `extra.ensemble` the members (rlhf.ensemble)."""
+    from omegaconf import OmegaConf
+
+    from ..models import load_tokenizer, resolve_source
+    from ..run.artifacts import read_artifact
+
+    k = int(cfg.stage.ensemble)
+    with common.stage_run(cfg, run_dir) as ctx:
+        arts = []
+        for i in range(k):
+            member_dir = run_dir / "members" / str(i)
+            if (member_dir / "artifact.json").is_file():
+                arts.append(read_artifact(member_dir, expect_kinds=("reward",), what=f"ensemble member {i}"))
+                continue
+            member_cfg = OmegaConf.merge(cfg, {"seed": int(cfg.seed) + i, "stage": {"ensemble": 1}})
+            log.info("ensemble member %d of %d: seed %d%s", i + 1, k, member_cfg.seed,
+                     f", bootstrap resample {i}" if cfg.stage.bootstrap else "")
+            arts.append(_train(member_cfg, member_dir, resample=int(cfg.seed) + i if cfg.stage.bootstrap else None))
+        ctx.begin()
+        tokenizer = load_tokenizer(cfg.model, resolve_source(cfg.model, ("policy", "reward"))[0])
+        accs = [a.metrics.get("eval_accuracy") for a in arts]
+        metrics = {"ensemble": k, "bootstrap": bool(cfg.stage.bootstrap), "members_eval_accuracy": accs}
+        if all(a is not None for a in accs):
+            metrics["eval_accuracy"] = sum(accs) / k
+        members = [f"members/{i}" for i in range(k)]
+        card = run_dir / "members" / "0" / arts[0].model_dir / "README.md"
+        own = card.read_text() if card.is_file() else None  # member 0's card, which finish() would replace
+        art = common.finish(ctx, kind="reward", model=None, tokenizer=tokenizer, metrics=metrics,
+                            saved=(f"members/0/{arts[0].model_dir}", None),
+                            extra={"max_length": int(cfg.model.max_length), "ensemble": members})
+        if own is not None and distributed.is_main():
+            card.write_text(own)
+        return art
+
+
+def _train(cfg: DictConfig, run_dir: Path, resample: int | None = None):
     from trl import RewardConfig, RewardTrainer
 
     from rlhf.reward import KWiseRewardTrainer, evaluate_pairs, evaluate_ranked
@@ -61,6 +107,10 @@ def run(cfg: DictConfig, run_dir: Path):
         ctx.begin()
 
         train = splits.train_features
+        if resample is not None:  # an ensemble member (rlhf.ensemble): n rows drawn with replacement
+            from ..ensemble import bootstrap
+
+            train = bootstrap(train, resample)
         evalset = splits.eval_features if splits.eval else None
         args = ctx.trainer_config(RewardConfig, **({} if evalset is not None else {"eval_strategy": "no"}))
         model = build_reward_model(cfg.model, cfg.peft, tokenizer)
