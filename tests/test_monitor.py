@@ -1,4 +1,4 @@
-"""Over-optimisation seen while it happens (rlhf.monitor, rlhf.audit): the signals and firings on
+"""Over-optimisation seen while it happens (rlhf.monitor, rlhf.monitor.audit): the signals and firings on
 hand-made evaluation points, the config checks, and PPO / GRPO on the embedded demo against a
 deliberately hackable reward (tests/monitor_rewards.py: VADER + a bonus per negative word) with an
 audit scorer that is not optimised: the monitor fires and stops the run at the step it names, the
@@ -180,9 +180,9 @@ def test_ppo_against_a_hackable_reward_stops_and_publishes_the_best_audit_point(
     assert [p["step"] for p in art.metrics["monitor"]["points"]] == [2, 4, 6, 8]
 
 
-# ---- reward-model ensembles (rlhf.ensemble) -------------------------------------------------------
+# ---- reward-model ensembles (rlhf.monitor.ensemble) -------------------------------------------------------
 def test_ensemble_aggregates_follow_coste_et_al():
-    from rlhf.ensemble import aggregate
+    from rlhf.monitor.ensemble import aggregate
 
     s = [[1.0, 0.0], [3.0, 0.0]]  # two members, two samples
     assert aggregate(s, "member", member=1) == [3.0, 0.0]

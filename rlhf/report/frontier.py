@@ -78,7 +78,7 @@ def collect(root: Path) -> list[dict]:
             "policy": ev[f"{score}_policy"], "reference": ev[f"{score}_reference"],
             "win_rate": ev.get(f"{score}_win_rate"), "rm_policy": ev.get("rm_policy"),
             "rm_reference": ev.get("rm_reference"), "length": ev.get("policy_len"),
-            "audit_policy": ev.get("audit_policy"), "audit_reference": ev.get("audit_reference"),  # rlhf.audit
+            "audit_policy": ev.get("audit_policy"), "audit_reference": ev.get("audit_reference"),  # rlhf.monitor.audit
             "n_prompts": ev.get("n_prompts"), "n_samples": ev.get("n_samples"),
             "judge": evaluation.get("judge"), "reward_model": evaluation.get("reward_model"),
             "wandb_group": logger.get("group"), "wandb_project": logger.get("project"),
@@ -130,7 +130,7 @@ def markdown(rows: list[dict]) -> str:
 
     judges = ", ".join(sorted({str(r["judge"]) for r in rows if r.get("judge")})) or "none (reward-model score)"
     rms = sorted({str(r["reward_model"]) for r in rows if r.get("reward_model")})
-    audit = any(r.get("audit_policy") is not None for r in rows)  # rlhf.audit: a column only where there is one
+    audit = any(r.get("audit_policy") is not None for r in rows)  # rlhf.monitor.audit: a column only where there is one
     lines = [f"Gold judge: {judges}. Reward model (proxy): {', '.join(rms) or 'none'}.", "",
              f"[lo, hi]: {interval_note(rows)}.", "",
              "| method | setting | lr | n prompts × samples | KL (nats) | gold: reference | gold: policy | gain | "

@@ -80,7 +80,7 @@ def figure(rows: list[dict], *, judges: list[str], note: str):
     import matplotlib.pyplot as plt
 
     with_rm = rows[0]["score"] == "gold" and any(r.get("rm_policy") is not None for r in rows)
-    with_audit = any(r.get("audit_policy") is not None for r in rows)  # rlhf.audit: reward models not optimised
+    with_audit = any(r.get("audit_policy") is not None for r in rows)  # rlhf.monitor.audit: reward models not optimised
     colors = {m: f"C{i}" for i, m in enumerate(sorted({r["method"] for r in rows}))}
     n = 1 + with_rm + with_audit
     fig, axes = plt.subplots(1, n, figsize=(5.5 * n, 4.6) if n > 1 else (6.5, 4.6),

@@ -35,7 +35,7 @@ class Options:
 
     reward_model: str | None = None
     reward_funcs: list[str] = field(default_factory=list)
-    reward_aggregate: Literal["member", "mean", "min", "mean_minus_std"] = "member"  # an ensemble (rlhf.ensemble)
+    reward_aggregate: Literal["member", "mean", "min", "mean_minus_std"] = "member"  # an ensemble (rlhf.monitor.ensemble)
     reward_member: int = field(default=0, metadata={"ge": 0})
     reward_lambda: float = field(default=1.0, metadata={"ge": 0})
 
@@ -52,7 +52,7 @@ def problems(cfg: DictConfig) -> list[str]:
     if not st.get("reward_model") and not st.get("reward_funcs"):
         out.append(f"stage={st.name}: set stage.reward_model (a reward run dir) and/or stage.reward_funcs "
                    "(e.g. [vader], or module.attr)")
-    from ..ensemble import stage_options_problems
+    from ..monitor.ensemble import stage_options_problems
 
     out += stage_options_problems(cfg)
     for spec in st.get("reward_funcs") or []:
@@ -86,7 +86,7 @@ def reward_functions(cfg: DictConfig, conversational: bool = False) -> tuple[lis
 
     st, funcs, names = cfg.stage, [], []
     if st.get("reward_model"):
-        from ..ensemble import stage_scorer
+        from ..monitor.ensemble import stage_scorer
 
         scorer = stage_scorer(cfg, reward_scorer, conversational)  # an ensemble: its aggregate
 

@@ -7,7 +7,7 @@ like), logged as `policy_eval/<name>` with a samples table `policy_eval/samples`
 random state is restored after each point and the models return to their own mode. Each point also
 feeds the drift monitors (`rlhf.monitor`: `monitor/*`, warn or stop, the best point kept for
 `monitor.publish=best`); the stage's own reward is scored there as `proxy`, the audit reward models
-as `audit` (`rlhf.audit`).
+as `audit` (`rlhf.monitor.audit`).
 """
 
 from __future__ import annotations

@@ -92,7 +92,7 @@ class PolicyEvaluator:
         gen = Generation.from_mapping(OmegaConf.to_container(ev.generation, resolve=True))
         judge = resolve(str(ev.judge), "evaluation.judge") if ev.judge else None
         engine_node = OmegaConf.to_container(cfg.generation, resolve=True) if cfg.get("generation") else None
-        from ..audit import audit_scorers
+        from ..monitor.audit import audit_scorers
 
         return cls(tokenizer, prompts, ids, judge, reward, gen, int(ev.n_show), generation=engine_node,
                    scorers=audit_scorers(cfg, reward_scorer, conv))

@@ -46,7 +46,7 @@ class Options:
     reward_model: str | None = None
     judge: str | None = None
     value_from: Literal["reward", "policy"] = "reward"
-    reward_aggregate: Literal["member", "mean", "min", "mean_minus_std"] = "member"  # an ensemble (rlhf.ensemble)
+    reward_aggregate: Literal["member", "mean", "min", "mean_minus_std"] = "member"  # an ensemble (rlhf.monitor.ensemble)
     reward_member: int = field(default=0, metadata={"ge": 0})
     reward_lambda: float = field(default=1.0, metadata={"ge": 0})
 
@@ -65,7 +65,7 @@ def problems(cfg: DictConfig) -> list[str]:
             resolve(str(st.judge), "stage.judge")
         except UserError as e:
             out += e.problems
-    from ..ensemble import stage_options_problems
+    from ..monitor.ensemble import stage_options_problems
 
     out += stage_options_problems(cfg)
     from ..ppo.config import PPOConfig, PPOConfigError
@@ -110,7 +110,7 @@ def _scorer(cfg: DictConfig, conversational: bool):
     """(scorer, reward artifact dir or None): a reward model, else the judge (prompts as plain text)."""
     st = cfg.stage
     if st.reward_model:
-        from ..ensemble import stage_scorer
+        from ..monitor.ensemble import stage_scorer
 
         return stage_scorer(cfg, reward_scorer, conversational), st.reward_model  # an ensemble: its aggregate
     from rlhf.data.chat import plain_text

@@ -31,7 +31,7 @@ class Options:
     """`stage:` of stage=reward (conf/stage/reward.yaml)."""
 
     loss: Literal["auto", "pairwise", "kwise"] = "auto"
-    ensemble: int = field(default=1, metadata={"ge": 1})  # k reward models (rlhf.ensemble)
+    ensemble: int = field(default=1, metadata={"ge": 1})  # k reward models (rlhf.monitor.ensemble)
     bootstrap: bool = True  # ensemble members on bootstrap resamples of the training rows
 
 
@@ -58,7 +58,7 @@ def run(cfg: DictConfig, run_dir: Path):
 def _ensemble(cfg: DictConfig, run_dir: Path):
     """`stage.ensemble=k`: k complete reward artifacts in members/<i> (seed + i, bootstrap resample i;
     a finished member is kept when an interrupted ensemble is run again), then the ensemble's manifest:
-    kind reward, its model member 0's, `extra.ensemble` the members (rlhf.ensemble)."""
+    kind reward, its model member 0's, `extra.ensemble` the members (rlhf.monitor.ensemble)."""
     from omegaconf import OmegaConf
 
     from ..models import load_tokenizer, resolve_source
@@ -107,8 +107,8 @@ def _train(cfg: DictConfig, run_dir: Path, resample: int | None = None):
         ctx.begin()
 
         train = splits.train_features
-        if resample is not None:  # an ensemble member (rlhf.ensemble): n rows drawn with replacement
-            from ..ensemble import bootstrap
+        if resample is not None:  # an ensemble member (rlhf.monitor.ensemble): n rows drawn with replacement
+            from ..monitor.ensemble import bootstrap
 
             train = bootstrap(train, resample)
         evalset = splits.eval_features if splits.eval else None

@@ -29,7 +29,7 @@ AGGREGATES = ("member", "mean", "min", "mean_minus_std")
 
 def members(run_dir: str | Path) -> list[str] | None:
     """The member run dirs of an ensemble reward artifact, or None for a single reward model."""
-    from .run.artifacts import read_artifact
+    from ..run.artifacts import read_artifact
 
     art = read_artifact(run_dir, expect_kinds=("reward",), what="stage.reward_model")
     ens = art.extra.get("ensemble")
@@ -86,7 +86,7 @@ def stage_options_problems(cfg) -> list[str]:
         return []
     if not st.get("reward_model") or not Path(str(st.reward_model)).is_dir():
         return []
-    from .errors import UserError
+    from ..errors import UserError
 
     try:
         dirs = members(st.reward_model)
@@ -106,7 +106,7 @@ def other_members(cfg) -> list[str]:
     st = cfg.stage
     if not st.get("reward_model") or st.get("reward_aggregate", "member") != "member":
         return []
-    from .errors import UserError
+    from ..errors import UserError
 
     try:
         dirs = members(st.reward_model)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .errors import UserError
+from ..errors import UserError
 
 
 def audit_scorers(cfg, reward_scorer, conversational: bool = False) -> dict:
@@ -40,8 +40,8 @@ def problems(cfg) -> list[str]:
     """Config-time checks (`rlhf.config.validate`): each judge entry resolves; a run dir that exists
     already is a finished reward artifact (one that does not may be an earlier pipeline step's: it
     is checked when the stage loads it)."""
-    from .judges import resolve
-    from .run.artifacts import read_artifact
+    from ..judges import resolve
+    from ..run.artifacts import read_artifact
 
     out = []
     for i, spec in enumerate(cfg.evaluation.get("audit_reward_models") or []):
@@ -64,8 +64,8 @@ def _is_path(spec: str) -> bool:
 def _scorer(cfg, spec: str, where: str, conversational: bool, reward_scorer):
     if _is_path(spec):
         return reward_scorer(cfg, spec, where, conversational)
-    from .data.chat import plain_text
-    from .judges import resolve
+    from ..data.chat import plain_text
+    from ..judges import resolve
 
     judge = resolve(spec, where)
     return lambda prompts, completions: judge([plain_text(p) for p in prompts], completions)
