@@ -198,7 +198,13 @@ def main() -> None:
 
         sys.exit(report_main(sys.argv[2:]))
     register_resolvers()
-    sys.argv = [sys.argv[0], *_rewrite_argv(sys.argv[1:])]
+    from . import cmdline
+
+    try:  # the command line means what it says: refused before anything is composed (rlhf.cmdline)
+        sys.argv = [sys.argv[0], *cmdline.check(_rewrite_argv(sys.argv[1:]))]
+    except UserError as e:
+        print(f"rlhf: error: {e.message}", file=sys.stderr)
+        sys.exit(2)
     from contextlib import nullcontext
 
     from .help import one_config_repository, wants_help
@@ -211,6 +217,12 @@ def main() -> None:
         if e.code == 1 and not _task_started:
             sys.exit(2)
         raise
+    except Exception as e:
+        if _task_started or os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        # Hydra refused the command line outside its own error report (e.g. `-m` with `--cfg`): one line.
+        print(f"rlhf: error: {str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__}", file=sys.stderr)
+        sys.exit(2)
 
 
 if __name__ == "__main__":
