@@ -63,6 +63,7 @@ class Splits:
     train_features: Any = None  # datasets.Dataset, or None without an encoder
     eval_features: Any = None
     conversational: bool = False
+    fingerprint: str = ""  # content hash of the records read (`stream.Tally.fingerprint`)
 
     @property
     def dropped(self) -> dict[str, int]:
@@ -104,7 +105,8 @@ def load_splits(cfg: DataConfig, encoder: Encoder | None = None, tokenizer: Any 
         truncated_eval=int(np.count_nonzero(truncated & is_eval)),
     )
     return Splits(train=train, eval=evals, kind=cfg.kind, source=cfg.source, ledger=ledger,
-                  conversational=tally.conversational, train_features=train_features, eval_features=eval_features)
+                  conversational=tally.conversational, train_features=train_features, eval_features=eval_features,
+                  fingerprint=tally.fingerprint)
 
 
 __all__ = ["Ledger", "Rows", "Splits", "load_splits", "valid_rows"]

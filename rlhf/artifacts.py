@@ -223,7 +223,10 @@ class RunDir:
                 import shutil
 
                 shutil.rmtree(self.path, ignore_errors=True)
-            elif issubclass(exc_type, (Exception, KeyboardInterrupt)) and not (self.path / MANIFEST).exists():
+            elif (issubclass(exc_type, KeyboardInterrupt) or exc_type.__name__ == "Interrupted") \
+                    and not (self.path / MANIFEST).exists():  # a signal (rlhf.preemption): resumable
+                self._status("interrupted", str(exc) or "interrupted by SIGINT (Ctrl-C)")
+            elif issubclass(exc_type, Exception) and not (self.path / MANIFEST).exists():
                 self._status("failed", f"{exc_type.__name__}: {exc}")
         finally:
             self.release()

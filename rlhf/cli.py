@@ -145,8 +145,19 @@ def _hydra_main(cfg: DictConfig) -> float | None:
         _release(run_dir)
         distributed.teardown()
         sys.exit(2)
-    except BaseException:
+    except KeyboardInterrupt:  # a second Ctrl-C, or one outside training (rlhf.preemption)
+        print(f"rlhf: interrupted (Ctrl-C); status interrupted in {run_dir}: relaunch the same command to resume",
+              file=sys.stderr)
         _release(run_dir)
+        sys.exit(130)
+    except BaseException as e:
+        _release(run_dir)
+        from .preemption import Interrupted
+
+        if isinstance(e, Interrupted):  # checkpointed at a step boundary: one line, 128 + the signal
+            print(f"rlhf: {e}", file=sys.stderr)
+            distributed.teardown()
+            sys.exit(e.exit_code)
         raise
     _release(run_dir)
     distributed.teardown()

@@ -148,7 +148,15 @@ def train(trainer, cfg, run_dir: Path):
     if ckpt is not None:
         guard.restore(ckpt)
         log.info("resuming from %s", ckpt)
-    out = trainer.train(resume_from_checkpoint=str(ckpt) if ckpt is not None else None)
+    from . import preemption
+
+    trainer.add_callback(preemption.callback())  # a signal: checkpoint at the next step, then stop
+    with preemption.handling():
+        out = trainer.train(resume_from_checkpoint=str(ckpt) if ckpt is not None else None)
+        sig = preemption.requested()
+    if sig is not None and trainer.state.global_step < trainer.state.max_steps:
+        saved = distributed.on_main(last_complete_checkpoint, Path(run_dir) / "checkpoints", False)
+        raise preemption.Interrupted(sig, str(saved) if saved is not None else None)
     if distributed.is_main():  # the per-step curve of the whole run (a resumed state carries the earlier steps)
         from .artifacts import write_json_atomic
 

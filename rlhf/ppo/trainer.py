@@ -203,6 +203,16 @@ class PPOTrainer:
     def train(self, progress: bool = True) -> list[dict]:
         from tqdm.auto import tqdm
 
+        from .. import preemption
+
+        with preemption.handling():  # SIGTERM / SIGUSR1 / Ctrl-C: checkpoint after this iteration, then stop
+            return self._train(progress)
+
+    def _train(self, progress: bool) -> list[dict]:
+        from tqdm.auto import tqdm
+
+        from .. import preemption
+
         c = self.cfg
         bar = tqdm(total=c.total_iterations, initial=self.iteration, desc="PPO", disable=not progress or self.rank != 0)
         while self.iteration < c.total_iterations:
@@ -220,9 +230,15 @@ class PPOTrainer:
             bar.set_postfix(score=f"{stats['objective/scores']:.3f}", kl=f"{stats['objective/kl']:.2f}",
                             beta=f"{stats['kl_coef']:.3f}")
             bar.update(1)
+            saved = None
             if c.save_every and self.output_dir and self.iteration % c.save_every == 0 \
                     and self.iteration < c.total_iterations:
-                self.save_checkpoint()
+                saved = self.save_checkpoint()
+            if (sig := preemption.requested()) is not None and self.iteration < c.total_iterations:
+                if saved is None and self.output_dir:
+                    saved = self.save_checkpoint()
+                bar.close()
+                raise preemption.Interrupted(sig, str(saved) if saved is not None else None)
         bar.close()
         return self.history
 

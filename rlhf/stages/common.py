@@ -124,6 +124,12 @@ def begin(ctx: StageContext) -> None:
 
     set_seed(int(ctx.cfg.seed))
     if distributed.is_main():
+        from .. import fingerprint
+        from ..resume import checkpoints
+
+        changed = fingerprint.check_and_record(ctx.cfg, ctx.run_dir, bool(checkpoints(ctx.run_dir / "checkpoints")))
+        if changed:
+            ctx.resume_info = {**(ctx.resume_info or {}), **changed}
         OmegaConf.save(ctx.cfg, ctx.run_dir / "config.yaml", resolve=True)
     ctx.report_to = setup_reporting(ctx.cfg.logger, ctx.run_dir, ctx.run_name, job_type=str(ctx.cfg.stage.name))
     ctx.tracker = Tracker(ctx.run_dir, ctx.report_to, active=distributed.is_main())
@@ -147,6 +153,9 @@ def load_data(cfg: DictConfig, encoder):
     from rlhf.data import load_splits
 
     splits = load_splits(data_config(cfg.data), encoder)
+    from .. import fingerprint
+
+    fingerprint.remember(cfg, splits)  # what this run trains on: checked on resume, recorded (rlhf.fingerprint)
     led = splits.ledger
     if led.dropped:
         log.warning("dropped %d invalid rows (data.on_invalid=drop): %s", sum(led.dropped.values()),
@@ -245,6 +254,12 @@ def finish(ctx: StageContext, *, kind: str, model, tokenizer, metrics: dict[str,
 
         base = read_artifact(cfg.model.init_from).base_model
     runs, start = outputs.lineage(cfg, ctx.run_dir)
+    from .. import fingerprint
+
+    if (data := fingerprint.record_of(cfg)) is not None:  # what this run trained on, by content
+        runs[-1]["data_fingerprint"] = data["fingerprint"]
+        extra["data"] = data
+        fingerprint.forget(cfg)
     art = Artifact(
         stage=cfg.stage.name, kind=kind, model_dir=model_dir, adapter_dir=adapter_dir,
         base_model=str(base), tokenizer_dir=model_dir, adapter_base=start if adapter_dir else None, lineage=runs,
