@@ -2,9 +2,10 @@
 boundary, with a checkpoint of that step, status `interrupted`, and an exit the scheduler understands.
 
 - SIGTERM (what SLURM, Kubernetes and `kill` send before SIGKILL) and SIGUSR1 (what SLURM sends
-  early with `#SBATCH --signal=B:USR1@120`): the handler only records the signal; the trainer
+  early with `#SBATCH --signal=USR1@120`): the handler only records the signal; the trainer
   checks it at its next step boundary (TRL: `PreemptionCallback.on_step_end`; our PPO: after each
-  iteration), writes a checkpoint of that step and raises `Interrupted`.
+  iteration), writes a checkpoint of that step and raises `Interrupted`. Under several processes
+  the ranks agree at each boundary (`agreed`, one small all-gather), so all stop at the same step.
 - SIGINT (Ctrl-C): the same, once; a second Ctrl-C stops at once (KeyboardInterrupt, still recorded
   as `interrupted`: the newest complete checkpoint is what a relaunch resumes).
 - The CLI prints one line and exits 128 + the signal number (143 SIGTERM, 138 SIGUSR1, 130 SIGINT):
@@ -47,6 +48,16 @@ def requested() -> int | None:
     return _requested[0] if _requested else None
 
 
+def agreed() -> int | None:
+    """`requested()` of any rank (collective: every rank calls it at the same step boundary), so all
+    ranks of a multi-process run stop at one step; a single process asks no one."""
+    from . import distributed
+
+    if distributed.world_size() == 1:
+        return requested()
+    return next((s for s in distributed.all_gather(requested()) if s is not None), None)
+
+
 def _handler(signum, frame):
     if signum == signal.SIGINT and _requested:  # a second Ctrl-C: stop now
         raise KeyboardInterrupt
@@ -81,7 +92,7 @@ def callback():
 
     class PreemptionCallback(TrainerCallback):
         def on_step_end(self, args, state, control, **kwargs):
-            if requested() is not None:
+            if agreed() is not None:
                 control.should_log = True  # the steps since the last log are not lost
                 control.should_save = True
                 control.should_training_stop = True

@@ -234,7 +234,7 @@ class PPOTrainer:
             if c.save_every and self.output_dir and self.iteration % c.save_every == 0 \
                     and self.iteration < c.total_iterations:
                 saved = self.save_checkpoint()
-            if (sig := preemption.requested()) is not None and self.iteration < c.total_iterations:
+            if (sig := preemption.agreed()) is not None and self.iteration < c.total_iterations:
                 if saved is None and self.output_dir:
                     saved = self.save_checkpoint()
                 bar.close()
@@ -296,8 +296,17 @@ def last_checkpoint(output_dir: Path) -> Path | None:
     root = Path(output_dir) / "checkpoints"
     if not root.is_dir():
         return None
-    done = [p for p in root.glob("iter-*") if (p / "trainer_state.json").is_file()]
-    return max(done, key=lambda p: int(p.name.split("-")[1])) if done else None
+    from ..resume import damaged_file, set_aside
+
+    done = sorted((p for p in root.glob("iter-*") if (p / "trainer_state.json").is_file()),
+                  key=lambda p: int(p.name.split("-")[1]), reverse=True)
+    for path in done:  # the newest intact one; a damaged one is named and set aside (rlhf.resume)
+        if (why := damaged_file(path)) is None:
+            return path
+        set_aside(path, why)
+    if done:
+        log.warning("no intact checkpoint left in %s: starting over from iteration 0", root)
+    return None
 
 
 def kl_trace_summary(history: list[dict], target: float | None) -> dict:

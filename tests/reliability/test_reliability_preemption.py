@@ -30,7 +30,8 @@ ARGS = [*QUIET, "stage=sft", "data=jsonl", "data.kind=sft", "trainer.max_steps=1
 @pytest.mark.slow
 def test_ctrl_c_then_a_resume_onto_edited_data_is_refused_unless_asked(tmp_path):
     """Ctrl-C: one line, exit 130, status interrupted (not failed). Then the data file is edited: the
-    relaunch is refused naming both fingerprints, nothing written; allowed, the manifest records it."""
+    relaunch is refused naming the fingerprint; allowed, the manifest records it. The newest checkpoint
+    is then damaged (weights cut in half): it is named, set aside, and the run resumes from the one before."""
     data = tmp_path / "x.jsonl"
     data.write_bytes(jsonl(SFT))
     run, runs = tmp_path / "run", tmp_path / "runs"
@@ -49,9 +50,15 @@ def test_ctrl_c_then_a_resume_onto_edited_data_is_refused_unless_asked(tmp_path)
     assert out.code == 2 and "trained on other data" in out.stderr and before in out.stderr, out.stderr[-2000:]
     assert "resume.allow_config_change=true" in out.stderr
 
+    # The newest checkpoint damaged as a kill mid-write or a full disk leaves it: named, set aside, not resumed.
+    newest, *older = sorted((run / "checkpoints").glob("checkpoint-*"), key=lambda p: -int(p.name.split("-")[1]))
+    weights = newest / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
     out = run_inprocess([*args, "resume.allow_config_change=true"], runs)
     assert out.code == 0, out.stderr[-2000:]
+    assert f"{weights} is damaged" in out.stderr and (run / "checkpoints" / f"damaged-{newest.name}").is_dir()
     manifest = json.loads((run / "artifact.json").read_text())
+    assert manifest["metrics"]["resumed_from_step"] == int(older[0].name.split("-")[1])
     assert manifest["extra"]["resume"]["data_changed"] is True
     assert manifest["extra"]["resume"]["data_fingerprint_before"] == before
     now = manifest["extra"]["data"]["fingerprint"]
