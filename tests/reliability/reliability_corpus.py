@@ -300,7 +300,7 @@ TRUST3 = [
     Case("group_twice", [*QUIET, "model=minilm", "model=stories260k"], ["model: " + REPORT_TWICE]),
     Case("multirun_with_cfg", ["-m", "--cfg", "job", "stage=dpo", "trainer.beta=0.1,0.5"],
          ["Only one of --run, --multirun, --cfg"]),
-    Case("multirun_run_and_info", ["-m", "--info", "stage=dpo"], ["Only one of --run, --multirun"]),
+    Case("multirun_and_run", ["--run", "-m", "stage=dpo"], ["Only one of --run, --multirun"]),
     Case("multirun_run_dir_and_sweep_dir", ["-m", *QUIET, "run_dir={dir}/a", "hydra.sweep.dir={dir}/b"],
          ["run_dir: under -m the members go to hydra.sweep.dir/<n>; give hydra.sweep.dir only"]),
     Case("multirun_run_dir_sweep", ["-m", *QUIET, "run_dir={dir}/a,{dir}/b"], ["run_dir:", "hydra.sweep.dir=<dir>"]),
