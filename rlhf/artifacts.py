@@ -212,6 +212,19 @@ class RunDir:
     def _status(self, status: str, error: str | None = None) -> None:
         write_json_atomic(self.path / runs.STATUS, runs.status_record(status, error, config_hash=self.config_hash))
 
+    def _final_status(self, status: str, error: str) -> None:
+        """The status a failed run ends with, written even on a full disk: atomically if it can, else in
+        place (status.json's own block is freed and reused), never raising over the run's own error."""
+        try:
+            self._status(status, error)
+            return
+        except OSError:
+            (self.path / f".{runs.STATUS}.tmp").unlink(missing_ok=True)
+        try:
+            (self.path / runs.STATUS).write_text(_json_text(runs.status_record(status, error, config_hash=self.config_hash)))
+        except OSError:  # status.json then reads "running" by a gone pid: `read_status` says interrupted
+            pass
+
     def __exit__(self, exc_type, exc, tb) -> bool:
         if not is_main():
             return False
@@ -225,9 +238,15 @@ class RunDir:
                 shutil.rmtree(self.path, ignore_errors=True)
             elif (issubclass(exc_type, KeyboardInterrupt) or exc_type.__name__ == "Interrupted") \
                     and not (self.path / MANIFEST).exists():  # a signal (rlhf.preemption): resumable
-                self._status("interrupted", str(exc) or "interrupted by SIGINT (Ctrl-C)")
+                self._final_status("interrupted", str(exc) or "interrupted by SIGINT (Ctrl-C)")
             elif issubclass(exc_type, Exception) and not (self.path / MANIFEST).exists():
-                self._status("failed", f"{exc_type.__name__}: {exc}")
+                from . import diskfull
+
+                if diskfull.cause(exc, self.path) is not None:
+                    diskfull.quiet_logging()
+                    self._final_status("failed", diskfull.message(exc, self.path))
+                else:
+                    self._final_status("failed", f"{exc_type.__name__}: {exc}")
         finally:
             self.release()
         return False

@@ -158,6 +158,13 @@ def _hydra_main(cfg: DictConfig) -> float | None:
             print(f"rlhf: {e}", file=sys.stderr)
             distributed.teardown()
             sys.exit(e.exit_code)
+        from . import diskfull
+
+        if diskfull.cause(e, run_dir) is not None:  # one message, status failed (rlhf.diskfull)
+            diskfull.quiet_logging()
+            print(f"rlhf: error: {diskfull.message(e, run_dir)}", file=sys.stderr)
+            distributed.teardown()
+            sys.exit(2)
         raise
     _release(run_dir)
     distributed.teardown()
