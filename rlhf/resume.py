@@ -101,11 +101,13 @@ def _safetensors_problem(f: Path) -> str | None:
 
 
 def set_aside(path: Path, why: str) -> Path:
-    """Rename a damaged checkpoint to `damaged-<name>` beside it (kept for inspection, never resumed from)."""
-    target = path.with_name(f"damaged-{path.name}")
-    n = 1
+    """Move a damaged checkpoint to `<run_dir>/damaged-checkpoints/<name>` (kept for inspection, outside
+    checkpoints/ which a finished run removes; never resumed from)."""
+    aside = path.parent.parent / "damaged-checkpoints"
+    aside.mkdir(exist_ok=True)
+    target, n = aside / path.name, 1
     while target.exists():
-        target, n = path.with_name(f"damaged-{path.name}.{n}"), n + 1
+        target, n = aside / f"{path.name}.{n}", n + 1
     path.rename(target)
     log.warning("checkpoint %s is damaged (%s): set aside as %s", path, why, target)
     return target

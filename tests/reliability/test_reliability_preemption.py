@@ -24,7 +24,7 @@ def test_a_signal_checkpoints_and_the_relaunch_resumes_identically(stage, sig, r
 
 
 ARGS = [*QUIET, "stage=sft", "data=jsonl", "data.kind=sft", "trainer.max_steps=10", "trainer.save_steps=2",
-        "trainer.logging_steps=1", "trainer.eval_strategy=no", "stage.eval_before=false"]
+        "trainer.logging_steps=1", "trainer.eval_strategy=no", "stage.eval_before=false", "trainer.save_total_limit=3"]
 
 
 @pytest.mark.slow
@@ -56,7 +56,7 @@ def test_ctrl_c_then_a_resume_onto_edited_data_is_refused_unless_asked(tmp_path)
     weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
     out = run_inprocess([*args, "resume.allow_config_change=true"], runs)
     assert out.code == 0, out.stderr[-2000:]
-    assert f"{weights} is damaged" in out.stderr and (run / "checkpoints" / f"damaged-{newest.name}").is_dir()
+    assert f"{weights} is damaged" in out.stderr and (run / "damaged-checkpoints" / newest.name).is_dir()
     manifest = json.loads((run / "artifact.json").read_text())
     assert manifest["metrics"]["resumed_from_step"] == int(older[0].name.split("-")[1])
     assert manifest["extra"]["resume"]["data_changed"] is True
