@@ -57,7 +57,7 @@ def check(argv: list[str]) -> list[str]:
     given = overrides(argv)
     problems = []
     seen: dict[str, str] = {}
-    for key, value, arg in given:
+    for key, _value, arg in given:
         if key in seen:
             problems.append(f"{key}: given twice on the command line ({seen[key]} and {arg}); Hydra would keep only the "
                             f"last one{' and drop a sweep dimension' if ',' in seen[key] + arg else ''}. Give it once "

@@ -201,8 +201,8 @@ class PPOTrainer:
         return float((pg + c.vf_coef * vf).detach())
 
     def train(self, progress: bool = True) -> list[dict]:
-        from tqdm.auto import tqdm
-
+        """Iterate to `total_iterations`; a SIGTERM / SIGUSR1 / Ctrl-C checkpoints the iteration it ends
+        and raises `rlhf.preemption.Interrupted` (rlhf.preemption)."""
         from .. import preemption
 
         with preemption.handling():  # SIGTERM / SIGUSR1 / Ctrl-C: checkpoint after this iteration, then stop

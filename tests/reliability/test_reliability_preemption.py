@@ -56,7 +56,8 @@ def test_ctrl_c_then_a_resume_onto_edited_data_is_refused_unless_asked(tmp_path)
     weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
     out = run_inprocess([*args, "resume.allow_config_change=true"], runs)
     assert out.code == 0, out.stderr[-2000:]
-    assert f"{weights} is damaged" in out.stderr and (run / "damaged-checkpoints" / newest.name).is_dir()
+    assert f"{weights} is damaged" in (run / "rlhf.log").read_text()  # named in the run's log
+    assert (run / "damaged-checkpoints" / newest.name / "model.safetensors").is_file()  # set aside, kept
     manifest = json.loads((run / "artifact.json").read_text())
     assert manifest["metrics"]["resumed_from_step"] == int(older[0].name.split("-")[1])
     assert manifest["extra"]["resume"]["data_changed"] is True
