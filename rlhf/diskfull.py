@@ -61,15 +61,12 @@ def where(exc: BaseException, run_dir: Path) -> str:
         if isinstance(e, OSError) and e.filename:
             return str(e.filename)
         e = e.__cause__ or e.__context__
-    from .resume import checkpoint_problem, checkpoints
-
-    for ckpt in checkpoints(Path(run_dir) / "checkpoints"):
-        if ckpt.name.startswith("checkpoint-") and checkpoint_problem(ckpt) is not None:
-            return str(ckpt)
-        if ckpt.name.startswith("iter-"):
-            break
-    partial = sorted(Path(run_dir, "checkpoints").glob(".iter-*.tmp"))  # our PPO writes into a temp dir
-    return str(partial[-1]) if partial else str(run_dir)
+    root = Path(run_dir) / "checkpoints"
+    step = lambda p: int(p.name.split("-")[-1].split(".")[0])  # noqa: E731
+    # TRL writes trainer_state.json last: the newest checkpoint without one is the one being written
+    partial = [p for p in root.glob("checkpoint-*") if p.is_dir() and not (p / "trainer_state.json").is_file()]
+    partial += list(root.glob(".iter-*.tmp"))  # our PPO writes into a temp dir, renamed when complete
+    return str(max(partial, key=step)) if partial else str(run_dir)
 
 
 def message(exc: BaseException, run_dir: Path) -> str:
