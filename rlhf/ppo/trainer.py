@@ -128,6 +128,8 @@ class PPOTrainer:
             "kl_coef": self.kl_ctl.value,
             "tokens_per_s/rollout": mask.sum().item() / max(rollout_s, 1e-9),
         }
+        if not bool(mask.any()):  # no response token at all: per-token means are undefined, not 0
+            stats["objective/entropy"] = stats["val/mean"] = float("nan")
         return Experience(batch, prompts, completions, mask, old_logp, values, adv, returns, stats)
 
     def _step(self, agg: dict[str, list[float]], step: str, values: dict) -> None:
