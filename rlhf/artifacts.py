@@ -206,6 +206,8 @@ class RunDir:
     def __enter__(self) -> RunDir:
         if is_main():  # several processes, one run: rank 0 owns the directory
             self.path.mkdir(parents=True, exist_ok=True)
+            status = self.path / runs.STATUS
+            self._status_before = status.read_bytes() if status.is_file() else None  # an interrupted run's
             self._status("running")
         return self
 
@@ -236,6 +238,12 @@ class RunDir:
                 import shutil
 
                 shutil.rmtree(self.path, ignore_errors=True)
+            elif (issubclass(exc_type, UserError) and not issubclass(exc_type, RunFailed)
+                  and getattr(self, "_status_before", None) is not None):
+                # a relaunch refused before it trained (e.g. other data): the interrupted run stays as it was
+                tmp = self.path / f".{runs.STATUS}.tmp"
+                tmp.write_bytes(self._status_before)
+                os.replace(tmp, self.path / runs.STATUS)
             elif (issubclass(exc_type, KeyboardInterrupt) or exc_type.__name__ == "Interrupted") \
                     and not (self.path / MANIFEST).exists():  # a signal (rlhf.preemption): resumable
                 self._final_status("interrupted", str(exc) or "interrupted by SIGINT (Ctrl-C)")

@@ -49,6 +49,7 @@ def test_ctrl_c_then_a_resume_onto_edited_data_is_refused_unless_asked(tmp_path)
     out = run_inprocess(args, runs)
     assert out.code == 2 and "trained on other data" in out.stderr and before in out.stderr, out.stderr[-2000:]
     assert "resume.allow_config_change=true" in out.stderr
+    assert json.loads((run / "status.json").read_text())["status"] == "interrupted"  # the refusal left it as it was
 
     # The newest checkpoint damaged as a kill mid-write or a full disk leaves it: named, set aside, not resumed.
     newest, *older = sorted((run / "checkpoints").glob("checkpoint-*"), key=lambda p: -int(p.name.split("-")[1]))
