@@ -147,7 +147,8 @@ def kill_mid_checkpoint(root: Path, fixtures: dict[str, Path]) -> Trial:
     then resumed: it must pick the newest *complete* checkpoint and match the uninterrupted run."""
     from rlhf.runs import read_status
 
-    args, runs = [*stage_args("sft", fixtures), "trainer.save_steps=1"], root / "runs"
+    args = [a.replace("trainer.save_steps=2", "trainer.save_steps=1") for a in stage_args("sft", fixtures)]
+    runs = root / "runs"
     ref, run = root / "mid-uninterrupted", root / "mid-killed"
     out = run_inprocess([*args, f"run_dir={ref}"], runs)
     if out.code != 0:
