@@ -40,6 +40,12 @@ class Trial:
     detail: str
 
 
+def with_overrides(args: list[str], *extra: str) -> list[str]:
+    """`args` with `extra` in place of the overrides of the same keys (`rlhf` refuses a key given twice)."""
+    keys = {e.split("=", 1)[0].lstrip("+~") for e in extra}
+    return [a for a in args if a.split("=", 1)[0].lstrip("+~") not in keys] + list(extra)
+
+
 def stage_args(stage: str, fixtures: dict[str, Path]) -> list[str]:
     return [*QUIET, *(a.format(cases=CASES, **fixtures) for a in RESUMABLE[stage])]
 
