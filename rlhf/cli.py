@@ -85,6 +85,7 @@ def _rewrite_argv(argv: list[str]) -> list[str]:
 
 
 _task_started = False
+_held = None  # rlhf.cmdline.HeldStderr while Hydra composes: its refusals become one line
 
 
 def run(cfg: DictConfig, run_dir: str | Path | None = None):
@@ -114,6 +115,8 @@ def _hydra_main(cfg: DictConfig) -> float | None:
     """The Hydra task. Returns `sweep_objective` of the run (None when unset): what Optuna optimises."""
     global _task_started
     _task_started = True
+    if _held is not None:
+        _held.release()  # the task's own output goes out as it is written
     from hydra.core.hydra_config import HydraConfig
 
     from . import distributed
@@ -227,11 +230,24 @@ def main() -> None:
 
     from .help import one_config_repository, wants_help
 
+    global _held
+    _held = None if os.environ.get("HYDRA_FULL_ERROR") == "1" else cmdline.HeldStderr()
     try:
-        with one_config_repository() if wants_help(sys.argv[1:]) else nullcontext():
-            _hydra_main()
+        with one_config_repository() if wants_help(sys.argv[1:]) else nullcontext(), _held or nullcontext():
+            try:
+                _hydra_main()
+            except SystemExit as e:
+                # Hydra exits 1 on a composition error (unknown preset, bad override): bad input, in one line.
+                if e.code == 1 and not _task_started and _held is not None and not _held.released:
+                    summary = _held.summary()
+                    _held.held = []
+                    _held.release()
+                    print(f"rlhf: error: {summary}", file=_held.real)
+                raise
+            finally:
+                if _held is not None:
+                    _held.release()  # whatever else was written before the task: as it was
     except SystemExit as e:
-        # Hydra exits 1 on a composition error (unknown preset, bad override): that is bad input.
         if e.code == 1 and not _task_started:
             sys.exit(2)
         raise

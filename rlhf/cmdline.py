@@ -13,6 +13,7 @@ Each problem is a UserError (one line, exit 2 at the CLI); `rewrite` returns the
 
 from __future__ import annotations
 
+import sys
 from pathlib import PurePath
 
 from .errors import UserError
@@ -93,3 +94,58 @@ def _keep(argv: list[str], given: list[tuple[str, str, str]]):
 def _merge(a: str, b: str) -> str:
     va, vb = a.split("=", 1)[1], b.split("=", 1)[1]
     return ",".join(dict.fromkeys([*va.split(","), *vb.split(",")]))
+
+
+class HeldStderr:
+    """Holds what is written to stderr until the Hydra task starts (`release`), so that a refusal Hydra
+    reports in several lines (an unknown preset with its options, a bad override with its config
+    node, the HYDRA_FULL_ERROR hint) becomes one `rlhf: error:` line (`summary`). After `release`
+    it forwards every write (a log handler made meanwhile keeps writing through it)."""
+
+    def __init__(self) -> None:
+        self.real, self.held, self.released = sys.stderr, [], False
+
+    def write(self, text: str) -> int:
+        if self.released:
+            return self.real.write(text)
+        self.held.append(text)
+        return len(text)
+
+    def flush(self) -> None:
+        self.real.flush()
+
+    def __getattr__(self, name):
+        return getattr(self.real, name)
+
+    def __enter__(self) -> HeldStderr:
+        sys.stderr = self
+        return self
+
+    def __exit__(self, *exc) -> bool:
+        if sys.stderr is self:
+            sys.stderr = self.real
+        return False
+
+    def release(self) -> None:
+        if not self.released:
+            self.released = True
+            self.real.write("".join(self.held))
+            self.held = []
+
+    def summary(self) -> str:
+        """Hydra's report as one line: its lines joined, the hint and the node's type details left out."""
+        skip = ("Set the environment variable HYDRA_FULL_ERROR", "full_key:", "reference_type=", "object_type=",
+                "provider=")
+        lines = [ln.strip() for ln in "".join(self.held).splitlines() if ln.strip()]
+        lines = [ln for ln in lines if not ln.startswith(skip) and ln != "Config search path:"]
+        out, listing = "", False
+        for ln in lines:
+            if not out:
+                out = ln
+            elif out.endswith(":"):  # "Available options in 'stage':" and its items, one per line
+                out, listing = f"{out} {ln}", True
+            elif listing and " " not in ln:
+                out += f", {ln}"
+            else:
+                out, listing = f"{out}; {ln}", False
+        return out or "the command line was refused"
