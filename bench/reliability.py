@@ -9,6 +9,8 @@ Runs, on the real CLI (the corpus in this process, kills as real processes kille
 - kill -9 after the first checkpoint and a relaunch, per trainable stage, plus one SFT kill while a
   checkpoint is being written: runs that resumed with the same per-step losses, and the largest
   weight difference from the uninterrupted run;
+- SIGTERM (SFT, PPO) / SIGUSR1 (DPO) after the first checkpoint: one line, exit 128 + the signal,
+  status interrupted, and a relaunch that resumes with the same per-step losses;
 - each trainable stage at a learning rate that diverges: runs that published an artifact (must be 0);
 - three runs started with one clock-named run_dir: the directories they finished in.
 Takes ~10 minutes on 2 CPU cores.
@@ -38,6 +40,7 @@ def _load(name: str):
 
 harness = _load("reliability_harness")
 corpus, faults = _load("reliability_corpus"), _load("reliability_faults")
+preemption = _load("reliability_preemption")
 
 DIVERGE = {  # a learning rate at which each stage's loss goes non-finite within a few steps
     "sft": ["trainer.learning_rate=1e6", "trainer.max_steps=8"],
@@ -62,7 +65,8 @@ def bad_inputs(root: Path, fx: dict) -> None:
         if v.kind != "clear":
             notes.append(f"  {case.id}{' (lead)' if case.owner else ''}: {v.kind}: {v.detail.splitlines()[-1][:150] if v.detail else ''}")
     n = sum(tally.values()) + sum(lead.values())
-    print(f"\n== bad inputs ({len(corpus.DATA)} data, {len(corpus.CONFIG)} config, {len(corpus.ARTIFACTS)} artifacts; "
+    print(f"\n== bad inputs ({len(corpus.DATA)} data, {len(corpus.CONFIG)} config, {len(corpus.ARTIFACTS)} artifacts, "
+          f"{len(corpus.TRUST3)} command line / run record; "
           f"{time.time() - t0:.0f} s) ==")
     print(f"inputs tried {n} | clear errors {tally['clear'] + lead['clear']} | tracebacks "
           f"{tally['traceback'] + lead['traceback']} | silent wrong {tally['silent wrong'] + lead['silent wrong']} | "
@@ -81,6 +85,19 @@ def kills(root: Path, fx: dict, stages: list[str]) -> None:
               + (f"   ({t.detail.splitlines()[0][:120]})" if t.detail else ""))
     print(f"kills survived {sum(t.survived for t in trials)}/{len(trials)} | max difference "
           f"{max(t.max_difference for t in trials)}")
+
+
+def signals(root: Path, fx: dict, stages: list[str]) -> None:
+    """SIGTERM / SIGUSR1 to a real process after its first checkpoint, then a relaunch (rlhf.preemption)."""
+    import signal
+
+    print("\n== preemption: a signal, then a relaunch ==")
+    plan = [(s, sig) for s, sig in (("sft", signal.SIGTERM), ("dpo", signal.SIGUSR1), ("ppo", signal.SIGTERM)) if s in stages]
+    trials = [preemption.signal_and_resume(s, sig, root / "signals", fx) for s, sig in plan]
+    for t in trials:
+        print(f"  {t.stage:<5} {t.signal:<8} exit {t.exit_code}, stopped at {t.stopped_at}, resumed with the same "
+              f"losses: {t.survived}" + (f"   ({t.detail.splitlines()[0][:120]})" if t.detail else ""))
+    print(f"signals survived {sum(t.survived for t in trials)}/{len(trials)}")
 
 
 def nonfinite(root: Path, fx: dict, stages: list[str]) -> None:
@@ -118,6 +135,8 @@ def main() -> None:
     nonfinite(root, fx, stages)
     if not a.skip_kills:
         kills(root, fx, stages)
+        (root / "signals").mkdir()
+        signals(root, fx, stages)
         (root / "same").mkdir()
         same_second(root)
     print(f"\n({time.time() - t0:.0f} s; work dir {root})")

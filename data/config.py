@@ -134,6 +134,8 @@ def _value_problems(v: dict[str, Any]) -> list[str]:
         out.append(f"data.dedupe: expected true or false, got {v['dedupe']!r}")
     if "seed" in v and (isinstance(v["seed"], bool) or not isinstance(v["seed"], int)):
         out.append(f"data.seed: expected an integer, got {v['seed']!r}")
+    elif "seed" in v and not 0 <= v["seed"] <= 2**32 - 1:  # the split hash and numpy take 32-bit seeds
+        out.append(f"data.seed: {v['seed']} is out of range: 0 to 2**32-1")
     return out + _source_option_problems(v)
 
 

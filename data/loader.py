@@ -69,6 +69,7 @@ class Splits:
     train_features: Any = None  # datasets.Dataset, or None without an encoder
     eval_features: Any = None
     conversational: bool = False
+    fingerprint: str = ""  # content hash of the records read (`stream.Tally.fingerprint`)
 
     @property
     def dropped(self) -> dict[str, int]:
@@ -120,7 +121,8 @@ def load_splits(cfg: DataConfig, encoder: Encoder | None = None, tokenizer: Any 
         prompts_shared=0 if held.examples and not held.keep.all() else held.prompts_shared,
     )
     return Splits(train=train, eval=evals, kind=cfg.kind, source=cfg.source, ledger=ledger,
-                  conversational=tally.conversational, train_features=train_features, eval_features=eval_features)
+                  conversational=tally.conversational, train_features=train_features, eval_features=eval_features,
+                  fingerprint=tally.fingerprint)
 
 
 __all__ = ["Ledger", "Rows", "Splits", "load_splits", "valid_rows"]

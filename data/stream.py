@@ -12,6 +12,8 @@ take more than PROGRESS_DELAY seconds; TQDM_DISABLE=1 turns it off.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import sys
 from array import array
 from collections.abc import Callable
@@ -56,6 +58,13 @@ class Tally:
     flagged: int = 0  # valid rows for which `scan(flag=...)` said True
     margin: dict = field(default_factory=lambda: {True: [0, None], False: [0, None]})  # pairs with/without: [n, first]
     negative_margin: list = field(default_factory=lambda: [0, None])  # valid pairs with margin < 0: [n, first]
+    digest: Any = field(default_factory=lambda: hashlib.blake2b(digest_size=16))  # of every record read (`fingerprint`)
+
+    @property
+    def fingerprint(self) -> str:
+        """Content hash of the records read, in order, with their side (train / data.eval_split): what a
+        run trained on, recorded in its manifest and checked on resume (`rlhf.fingerprint`)."""
+        return "blake2b:" + self.digest.hexdigest()
 
     @property
     def valid(self) -> int:
@@ -124,6 +133,7 @@ class _Pass:
 
     def chunk(self, raw: list[Raw], is_eval: bool) -> None:
         items = self._items(raw)
+        self._digest(raw, is_eval)
         ok = [it for it in items if it.ok]
         keys = [row_key(it.row) for it in ok] if self.dedupe is not None or self.split_keys else None
         if self.dedupe is not None:
@@ -171,6 +181,16 @@ class _Pass:
             self._count(encs, good)
         if self.sink is not None:
             self.sink.add(rows, None if encs is None else [encs[i].features for i in good])
+
+    def _digest(self, raw: list[Raw], is_eval: bool) -> None:
+        """Feed the records' content to the data fingerprint (canonical JSON: key order and whitespace
+        of the file do not matter, every value does)."""
+        update = self.tally.digest.update
+        for _, record in raw:
+            text = repr(record) if isinstance(record, RowError) else json.dumps(record, sort_keys=True, default=str)
+            update(b"E" if is_eval else b"T")
+            update(text.encode("utf-8", "surrogatepass"))
+            update(b"\n")
 
     def _items(self, raw: list[Raw]) -> list[Item]:
         """Convert (the format's preset) and schema-check each record: problems attached, not raised."""

@@ -20,6 +20,8 @@
 # Before a long queue: `rlhf check <same overrides> deepspeed=zero3 launch.world_size=<total GPUs>`
 # prints the memory each process needs for the model states.
 set -euo pipefail
+# deepspeed=zero3 unless the arguments pick another (a key given twice is refused: rlhf.cmdline)
+DS=deepspeed=zero3; for a in "$@"; do [[ $a == deepspeed=* ]] && DS=; done
 [[ $# -ge 1 ]] || { echo "usage: launch/multinode_deepspeed.sh HOSTFILE [rlhf overrides...]" >&2; exit 2; }
 HOSTFILE=$1
 shift
@@ -37,4 +39,4 @@ env | grep -E '^(RLHF|HF|WANDB|TRANSFORMERS|TOKENIZERS)_[A-Z_]*=' > "$DS_ENV_FIL
 
 # shellcheck disable=SC2086  # DEEPSPEED_ARGS is a list of flags
 "$VENV/bin/deepspeed" --hostfile "$HOSTFILE" --master_addr "$MASTER_ADDR" --master_port "$MASTER_PORT" \
-    ${DEEPSPEED_ARGS:-} --module rlhf deepspeed=zero3 "run_dir=$RUN_DIR" "$@"
+    ${DEEPSPEED_ARGS:-} --module rlhf ${DS:+"$DS"} "run_dir=$RUN_DIR" "$@"

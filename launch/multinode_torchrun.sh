@@ -16,6 +16,8 @@
 #   GPUS_PER_NODE   default: the GPUs nvidia-smi lists on this node.
 #   VENV            the virtual environment with rlhf installed; default .venv.
 set -euo pipefail
+# deepspeed=zero3 unless the arguments pick another (a key given twice is refused: rlhf.cmdline)
+DS=deepspeed=zero3; for a in "$@"; do [[ $a == deepspeed=* ]] && DS=; done
 need() { [[ -n "${!1:-}" ]] || { echo "launch/multinode_torchrun.sh: set $1 ($2)" >&2; exit 2; }; }
 need NNODES "nodes in the job"
 need RDZV_HOST "a host every node can reach, usually the first node"
@@ -28,4 +30,4 @@ GPUS_PER_NODE=${GPUS_PER_NODE:-$(nvidia-smi --list-gpus 2>/dev/null | wc -l)}
 
 exec "$VENV/bin/torchrun" --nnodes="$NNODES" --nproc-per-node="$GPUS_PER_NODE" \
     --rdzv-backend=c10d --rdzv-endpoint="$RDZV_HOST:$RDZV_PORT" --rdzv-id="$RDZV_ID" \
-    -m rlhf deepspeed=zero3 "run_dir=$(realpath -m "$RUN_DIR")" "$@"
+    -m rlhf ${DS:+"$DS"} "run_dir=$(realpath -m "$RUN_DIR")" "$@"

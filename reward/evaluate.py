@@ -103,7 +103,8 @@ def evaluate_ranked(
         if s["num_pairs"] > 0:
             accuracy_by_k[k] = s["accuracy"].item()
     return {
-        "accuracy": stats["accuracy"].item(),
+        # every pair tied: accuracy is undefined (the loss's 0/1 would read as "always wrong")
+        "accuracy": stats["accuracy"].item() if int(stats["num_pairs"]) > 0 else float("nan"),
         "loss": loss.item(),
         "accuracy_by_k": accuracy_by_k,
         **_summary(rewards),

@@ -85,6 +85,7 @@ def _rewrite_argv(argv: list[str]) -> list[str]:
 
 
 _task_started = False
+_held = None  # rlhf.cmdline.HeldStderr while Hydra composes: its refusals become one line
 
 
 def run(cfg: DictConfig, run_dir: str | Path | None = None):
@@ -114,6 +115,8 @@ def _hydra_main(cfg: DictConfig) -> float | None:
     """The Hydra task. Returns `sweep_objective` of the run (None when unset): what Optuna optimises."""
     global _task_started
     _task_started = True
+    if _held is not None:
+        _held.release()  # the task's own output goes out as it is written
     from hydra.core.hydra_config import HydraConfig
 
     from . import distributed
@@ -145,8 +148,26 @@ def _hydra_main(cfg: DictConfig) -> float | None:
         _release(run_dir)
         distributed.teardown()
         sys.exit(2)
-    except BaseException:
+    except KeyboardInterrupt:  # a second Ctrl-C, or one outside training (rlhf.preemption)
+        print(f"rlhf: interrupted (Ctrl-C); status interrupted in {run_dir}: relaunch the same command to resume",
+              file=sys.stderr)
         _release(run_dir)
+        sys.exit(130)
+    except BaseException as e:
+        _release(run_dir)
+        from .preemption import Interrupted
+
+        if isinstance(e, Interrupted):  # checkpointed at a step boundary: one line, 128 + the signal
+            print(f"rlhf: {e}", file=sys.stderr)
+            distributed.teardown()
+            sys.exit(e.exit_code)
+        from . import diskfull
+
+        if diskfull.cause(e, run_dir) is not None:  # one message, status failed (rlhf.diskfull)
+            diskfull.quiet_logging()
+            print(f"rlhf: error: {diskfull.message(e, run_dir)}", file=sys.stderr)
+            distributed.teardown()
+            sys.exit(2)
         raise
     _release(run_dir)
     distributed.teardown()
@@ -198,19 +219,46 @@ def main() -> None:
 
         sys.exit(report_main(sys.argv[2:]))
     register_resolvers()
-    sys.argv = [sys.argv[0], *_rewrite_argv(sys.argv[1:])]
+    from . import cmdline
+
+    try:  # the command line means what it says: refused before anything is composed (rlhf.cmdline)
+        sys.argv = [sys.argv[0], *cmdline.check(_rewrite_argv(sys.argv[1:]))]
+    except UserError as e:
+        print(f"rlhf: error: {e.message}", file=sys.stderr)
+        sys.exit(2)
     from contextlib import nullcontext
 
     from .help import one_config_repository, wants_help
 
+    global _held
+    # Not under -m: a launcher (submitit) pickles the process's state, and a stand-in stderr is not picklable.
+    multirun = any(a in ("-m", "--multirun") for a in sys.argv[1:])
+    _held = None if os.environ.get("HYDRA_FULL_ERROR") == "1" or multirun else cmdline.HeldStderr()
     try:
-        with one_config_repository() if wants_help(sys.argv[1:]) else nullcontext():
-            _hydra_main()
+        with one_config_repository() if wants_help(sys.argv[1:]) else nullcontext(), _held or nullcontext():
+            try:
+                _hydra_main()
+            except SystemExit as e:
+                # Hydra exits 1 on a composition error (unknown preset, bad override): bad input, in one line.
+                if e.code == 1 and not _task_started and _held is not None and not _held.released:
+                    summary = _held.summary()
+                    _held.held = []
+                    _held.release()
+                    print(f"rlhf: error: {summary}", file=_held.real)
+                raise
+            finally:
+                if _held is not None:
+                    _held.release()  # whatever else was written before the task: as it was
     except SystemExit as e:
-        # Hydra exits 1 on a composition error (unknown preset, bad override): that is bad input.
         if e.code == 1 and not _task_started:
             sys.exit(2)
         raise
+    except Exception as e:
+        if _task_started or os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        # Hydra refused the command line outside its own error report (e.g. `-m` with `--cfg`): one line.
+        print(f"rlhf: error: {str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__}", file=sys.stderr)
+        sys.exit(2)
 
 
 if __name__ == "__main__":

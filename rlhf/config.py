@@ -71,6 +71,7 @@ def validate(cfg: DictConfig, stage) -> None:
     problems += _deepspeed_problems(node.get("deepspeed"))
     problems += generation_problems(cfg)  # generation: (rlhf.engines)
     problems += _fault_problems(cfg)
+    problems += run_problems(cfg)
     problems += assets_problems(cfg)
     if stage.TRAINER and cfg.mode == "train":
         problems += trainer_problems(stage.TRAINER, node["trainer"], node["model"])
@@ -122,6 +123,25 @@ def _fault_problems(cfg: DictConfig) -> list[str]:
     resume = cfg.get("resume")
     if resume is not None and not isinstance(resume.get("allow_config_change"), bool):
         out.append(f"resume.allow_config_change: must be true or false, got {resume.get('allow_config_change')!r}")
+    return out
+
+
+def run_problems(cfg: DictConfig) -> list[str]:
+    """The root values of a run: `seed` within what every generator takes, `experiment_name` a folder
+    inside the runs dir (rlhf.cmdline), the W&B mode usable before anything starts (rlhf.environment)."""
+    from .cmdline import experiment_name_problem
+    from .environment import wandb_problems
+
+    out = []
+    seed = cfg.get("seed")
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        out.append(f"seed: expected a whole number, got {seed!r}")
+    elif not 0 <= seed <= schema.SEED_MAX:
+        out.append(f"seed: {seed} is out of range: 0 to 2**32-1 = {schema.SEED_MAX} (numpy's seeds are 32-bit)")
+    if (why := experiment_name_problem(str(cfg.get("experiment_name")))) is not None:
+        out.append(why)
+    if cfg.mode == "train":
+        out += wandb_problems(cfg.logger)
     return out
 
 

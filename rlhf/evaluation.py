@@ -77,8 +77,9 @@ def evaluate_policy(
         "n_prompts": len(prompts),
         "n_samples": len(pol.completions),
         "kl": mean(kl),
-        "kl_std": (sum((k - mean(kl)) ** 2 for k in kl) / max(len(kl) - 1, 1)) ** 0.5,
-        "kl_per_token": sum(kl) / max(tokens, 1),
+        # undefined (NaN) over one sample, or over zero tokens (every response empty): never a made-up 0 or sum
+        "kl_std": (sum((k - mean(kl)) ** 2 for k in kl) / (len(kl) - 1)) ** 0.5 if len(kl) > 1 else float("nan"),
+        "kl_per_token": sum(kl) / tokens if tokens else float("nan"),
         "policy_len": mean(len(c) for c in pol.completion_ids),
         "reference_len": mean(len(c) for c in ref.completion_ids),
         "policy_ended_share": mean(pol.ended),

@@ -23,6 +23,8 @@ from typing import Any, Literal
 from .errors import did_you_mean
 
 MISSING = "???"
+INT64 = 2**63
+SEED_MAX = 2**32 - 1  # numpy's seeds (set by transformers.set_seed with torch's and Python's) are 32-bit
 
 
 def _positive(**bounds) -> dict:
@@ -85,6 +87,8 @@ def _check_value(value: Any, hint: Any, where: str) -> list[str]:
         return [] if isinstance(value, bool) else [f"{where}: expected true or false, got {_show(value)}"]
     if hint is int:
         ok = isinstance(value, int) and not isinstance(value, bool)
+        if ok and not -INT64 <= value < INT64:  # torch, numpy and Arrow hold 64-bit integers
+            return [f"{where}: {value} is out of range (a whole number between -2**63 and 2**63-1)"]
         return [] if ok else [f"{where}: expected a whole number, got {_show(value)}"]
     if hint is float:
         ok = isinstance(value, int | float) and not isinstance(value, bool)
@@ -144,7 +148,7 @@ class Generation:
     top_k: int = field(default=0, **_positive(ge=0))  # 0 = off
     top_p: float = field(default=1.0, **_positive(gt=0, le=1))
     batch_size: int = field(default=64, **_positive(ge=1))  # prompts per generate call
-    seed: int = 0
+    seed: int = field(default=0, **_positive(ge=0, le=SEED_MAX))
 
     @classmethod
     def from_mapping(cls, m: Mapping) -> Generation:

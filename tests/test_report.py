@@ -172,3 +172,25 @@ def test_report_reads_an_eval_json_without_per_sample_numbers(sweep, tmp_path):
     assert "kl_ci" not in row and row["kl"] == ev["kl"]
     assert "no per-sample data" in (tmp_path / "frontier.md").read_text()
     assert (tmp_path / "frontier.png").is_file()
+
+
+@pytest.mark.slow
+def test_report_names_and_skips_a_broken_eval_json(sweep, tmp_path, capsys):
+    """A truncated eval.json (a run killed while writing it) and one without `kl`: each named on stderr
+    and left out; the frontier is drawn from the rest (was: JSONDecodeError / KeyError tracebacks)."""
+    from rlhf.report import main
+
+    text = (sweep / "1" / "eval.json").read_text()
+    for name in ("good", "cut", "nokl"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "config.yaml").write_text((sweep / "1" / "config.yaml").read_text())
+    (tmp_path / "good" / "eval.json").write_text(text)
+    (tmp_path / "cut" / "eval.json").write_text(text[: len(text) // 2])
+    ev = json.loads(text)
+    del ev["kl"]
+    (tmp_path / "nokl" / "eval.json").write_text(json.dumps(ev))
+    assert main([str(tmp_path), "--no-wandb"]) == 0
+    err = capsys.readouterr().err
+    assert f"skipping {tmp_path / 'cut' / 'eval.json'}: not valid JSON" in err
+    assert f"skipping {tmp_path / 'nokl' / 'eval.json'}: kl: missing" in err
+    assert [r["run"] for r in json.loads((tmp_path / "frontier.json").read_text())] == ["good"]

@@ -147,9 +147,14 @@ def value_loss(values: torch.Tensor, old_values: torch.Tensor, returns: torch.Te
 
 
 def explained_variance(values: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor) -> float:
-    """1 − Var(R − V) / Var(R): 1 = perfect critic, 0 = no better than a constant."""
+    """1 − Var(R − V) / Var(R): 1 = perfect critic, 0 = no better than a constant. Undefined (NaN) when
+    the returns do not vary (e.g. every response empty and scored alike): Var(R) at float rounding
+    level (<= 1e-10 of their mean square) would otherwise divide into a huge negative number."""
     var_r = masked_var(returns, mask)
-    return float(1.0 - masked_var(returns - values, mask) / var_r.clamp(min=1e-8))
+    scale = masked_mean(returns.float() ** 2, mask)
+    if not bool(var_r > 1e-10 * scale) or not bool(var_r > 0):
+        return float("nan")
+    return float(1.0 - masked_var(returns - values, mask) / var_r)
 
 
 class FixedKLController:

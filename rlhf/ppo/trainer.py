@@ -141,6 +141,8 @@ class PPOTrainer:
                                                             mask, c.importance_sampling_level,
                                                             c.importance_sampling_cap)
             stats.update({f"rollout/{k}": v for k, v in is_stats.items()})
+        if not bool(mask.any()):  # no response token at all: per-token means are undefined, not 0
+            stats["objective/entropy"] = stats["val/mean"] = float("nan")
         return Experience(batch, prompts, completions, mask, old_logp, values, adv, returns, stats, is_weights)
 
     def optimise(self, exp: Experience) -> dict:
@@ -192,7 +194,17 @@ class PPOTrainer:
         return float((pg + c.vf_coef * vf).detach())
 
     def train(self, progress: bool = True) -> list[dict]:
+        """Iterate to `total_iterations`; a SIGTERM / SIGUSR1 / Ctrl-C checkpoints the iteration it ends
+        and raises `rlhf.preemption.Interrupted` (rlhf.preemption)."""
+        from .. import preemption
+
+        with preemption.handling():  # SIGTERM / SIGUSR1 / Ctrl-C: checkpoint after this iteration, then stop
+            return self._train(progress)
+
+    def _train(self, progress: bool) -> list[dict]:
         from tqdm.auto import tqdm
+
+        from .. import preemption
 
         c = self.cfg
         bar = tqdm(total=c.total_iterations, initial=self.iteration, desc="PPO", disable=not progress or self.rank != 0)
@@ -215,9 +227,15 @@ class PPOTrainer:
             bar.update(1)
             if self.stopped_at is not None:
                 break
+            saved = None
             if c.save_every and self.output_dir and self.iteration % c.save_every == 0 \
                     and self.iteration < c.total_iterations:
-                self.save_checkpoint()
+                saved = self.save_checkpoint()
+            if (sig := preemption.agreed()) is not None and self.iteration < c.total_iterations:
+                if saved is None and self.output_dir:
+                    saved = self.save_checkpoint()
+                bar.close()
+                raise preemption.Interrupted(sig, str(saved) if saved is not None else None)
         bar.close()
         return self.history
 
@@ -263,8 +281,17 @@ def last_checkpoint(output_dir: Path) -> Path | None:
     root = Path(output_dir) / "checkpoints"
     if not root.is_dir():
         return None
-    done = [p for p in root.glob("iter-*") if (p / "trainer_state.json").is_file()]
-    return max(done, key=lambda p: int(p.name.split("-")[1])) if done else None
+    from ..resume import damaged_file, set_aside
+
+    done = sorted((p for p in root.glob("iter-*") if (p / "trainer_state.json").is_file()),
+                  key=lambda p: int(p.name.split("-")[1]), reverse=True)
+    for path in done:  # the newest intact one; a damaged one is named and set aside (rlhf.resume)
+        if (why := damaged_file(path)) is None:
+            return path
+        set_aside(path, why)
+    if done:
+        log.warning("no intact checkpoint left in %s: starting over from iteration 0", root)
+    return None
 
 
 def kl_trace_summary(history: list[dict], target: float | None) -> dict:

@@ -58,17 +58,50 @@ def _intervals(ev: dict, score: str) -> dict:
     return out
 
 
+def skipped(path: Path, why: str) -> None:
+    """One line per file the report leaves out, on stderr: which file and why."""
+    print(f"rlhf report: skipping {path}: {why}", file=sys.stderr)
+
+
+def _readable(path: Path, required: tuple[str, ...]) -> dict | None:
+    """The JSON object in `path` with a number under each `required` key; else None, said by `skipped`
+    (a run killed while writing it, a file edited by hand, an undefined statistic stored as null)."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        skipped(path, f"not valid JSON ({e})")
+        return None
+    if not isinstance(data, dict):
+        skipped(path, f"expected a JSON object, got {type(data).__name__}")
+        return None
+    gone = [k for k in required if isinstance(data.get(k), bool) or not isinstance(data.get(k), int | float)]
+    if gone:
+        skipped(path, f"{', '.join(gone)}: {'missing' if any(k not in data for k in gone) else 'not a number'}")
+        return None
+    return data
+
+
 def collect(root: Path) -> list[dict]:
     import yaml
 
     rows = []
     for ev_path in sorted(root.rglob("eval.json")):
         run = ev_path.parent
-        ev = json.loads(ev_path.read_text())
-        cfg = yaml.safe_load((run / "config.yaml").read_text()) if (run / "config.yaml").is_file() else {}
+        ev = _readable(ev_path, ("kl", "n_prompts"))
+        if ev is None:
+            continue
+        try:
+            cfg = yaml.safe_load((run / "config.yaml").read_text()) if (run / "config.yaml").is_file() else {}
+        except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
+            skipped(run / "config.yaml", f"not readable YAML ({str(e).splitlines()[0]})")
+            continue
+        cfg = cfg if isinstance(cfg, dict) else {}
         t, evaluation, logger = cfg.get("trainer") or {}, cfg.get("evaluation") or {}, cfg.get("logger") or {}
         score = "gold" if "gold_policy" in ev else "rm"
         if f"{score}_policy" not in ev:
+            continue
+        if any(not isinstance(ev.get(k), int | float) for k in (f"{score}_policy", f"{score}_reference")):
+            skipped(ev_path, f"{score}_policy / {score}_reference: not numbers")
             continue
         method, knob = _placement(cfg)
         rows.append({
@@ -85,8 +118,13 @@ def collect(root: Path) -> list[dict]:
             **_intervals(ev, score),
         })
     for gen_path in sorted(root.rglob("generate.json")):
-        g = json.loads(gen_path.read_text())
-        if g.get("output") != "best_of_n":
+        g = _readable(gen_path, ())
+        if g is None or g.get("output") != "best_of_n":
+            continue
+        need = ("kl_bound", "best_of_n_gold" if "best_of_n_gold" in g else "best_of_n_score",
+                "single_sample_gold" if "best_of_n_gold" in g else "single_sample_score")
+        if (gone := [k for k in need if not isinstance(g.get(k), int | float)]):
+            skipped(gen_path, f"no number under {', '.join(gone)}")
             continue
         gold = "best_of_n_gold" in g
         rows.append({

@@ -206,11 +206,26 @@ class RunDir:
     def __enter__(self) -> RunDir:
         if is_main():  # several processes, one run: rank 0 owns the directory
             self.path.mkdir(parents=True, exist_ok=True)
+            status = self.path / runs.STATUS
+            self._status_before = status.read_bytes() if status.is_file() else None  # an interrupted run's
             self._status("running")
         return self
 
     def _status(self, status: str, error: str | None = None) -> None:
         write_json_atomic(self.path / runs.STATUS, runs.status_record(status, error, config_hash=self.config_hash))
+
+    def _final_status(self, status: str, error: str) -> None:
+        """The status a failed run ends with, written even on a full disk: atomically if it can, else in
+        place (status.json's own block is freed and reused), never raising over the run's own error."""
+        try:
+            self._status(status, error)
+            return
+        except OSError:
+            (self.path / f".{runs.STATUS}.tmp").unlink(missing_ok=True)
+        try:
+            (self.path / runs.STATUS).write_text(_json_text(runs.status_record(status, error, config_hash=self.config_hash)))
+        except OSError:  # status.json then reads "running" by a gone pid: `read_status` says interrupted
+            pass
 
     def __exit__(self, exc_type, exc, tb) -> bool:
         if not is_main():
@@ -223,8 +238,23 @@ class RunDir:
                 import shutil
 
                 shutil.rmtree(self.path, ignore_errors=True)
-            elif issubclass(exc_type, (Exception, KeyboardInterrupt)) and not (self.path / MANIFEST).exists():
-                self._status("failed", f"{exc_type.__name__}: {exc}")
+            elif (issubclass(exc_type, UserError) and not issubclass(exc_type, RunFailed)
+                  and getattr(self, "_status_before", None) is not None):
+                # a relaunch refused before it trained (e.g. other data): the interrupted run stays as it was
+                tmp = self.path / f".{runs.STATUS}.tmp"
+                tmp.write_bytes(self._status_before)
+                os.replace(tmp, self.path / runs.STATUS)
+            elif (issubclass(exc_type, KeyboardInterrupt) or exc_type.__name__ == "Interrupted") \
+                    and not (self.path / MANIFEST).exists():  # a signal (rlhf.preemption): resumable
+                self._final_status("interrupted", str(exc) or "interrupted by SIGINT (Ctrl-C)")
+            elif issubclass(exc_type, Exception) and not (self.path / MANIFEST).exists():
+                from . import diskfull
+
+                if diskfull.cause(exc, self.path) is not None:
+                    diskfull.quiet_logging()
+                    self._final_status("failed", diskfull.message(exc, self.path))
+                else:
+                    self._final_status("failed", f"{exc_type.__name__}: {exc}")
         finally:
             self.release()
         return False

@@ -144,7 +144,9 @@ class NonFiniteGuard(TrainerCallback, ExportableState):
 
     def train_loss(self, global_step: int) -> float:
         """Mean loss per optimizer step over the whole run (resumed or not), skipped steps left out."""
-        return distributed.mean_over_ranks(self.loss_sum) / max(global_step - self.guard.skipped, 1)
+        trained = global_step - self.guard.skipped
+        total = distributed.mean_over_ranks(self.loss_sum)
+        return total / trained if trained > 0 else float("nan")  # no step trained: no mean loss
 
     # ---- carried inside each checkpoint (trainer_state.json, "stateful_callbacks") -------------
     def state(self) -> dict:

@@ -23,6 +23,8 @@ WEIGHT_SUFFIXES = (".safetensors", ".bin")
 def check_model_files(art, what: str) -> None:
     """The model, adapter and tokenizer folders the manifest names exist, their config files parse,
     and every weight is finite (NaN/inf weights mean the run that made them diverged)."""
+    if (why := model_problem(art, what)) is not None:
+        raise UserError(why)
     dirs = [d for d in (art.model_dir, art.adapter_dir, art.extra.get("value_dir")) if isinstance(d, str)]
     for rel in dirs:
         folder = art.path(rel)
@@ -114,3 +116,49 @@ def same_vocabulary(a, b) -> bool:
     """True when two tokenizers map every token to the same id (so one's ids mean the same to the other's
     model)."""
     return len(a) == len(b) and a.get_vocab() == b.get_vocab()
+
+
+def model_problem(art, what: str) -> str | None:
+    """Why a loadable artifact's manifest cannot be loaded from: a policy or reward model whose
+    `model_dir` / `tokenizer_dir` is null (None when both are set)."""
+    if art.kind not in ("policy", "reward"):
+        return None
+    for key in ("model_dir", "tokenizer_dir"):
+        if not getattr(art, key):
+            return (f"{what}: {art.run_dir}/artifact.json: `{key}` is {json.dumps(getattr(art, key))}; a {art.kind} artifact names "
+                    f"its {key.removesuffix('_dir')} folder there (e.g. \"model\"): the manifest is damaged, re-run that stage")
+    return None
+
+
+ARCH_KEYS = ("model_type", "vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads")
+
+
+def check_same_model(model_cfg, art, what: str = "model.init_from") -> None:
+    """`model=` (model.name_or_path) must be the model the init_from artifact holds: its config would
+    otherwise describe weights it does not hold. Compared by architecture (config.json) when both are
+    local folders (the same model at another path is fine), else by the artifact's base_model name."""
+    given = str(model_cfg.name_or_path)
+    if given == art.base_model:
+        return
+    mine, theirs = _arch(Path(given)), _arch(art.path(art.model_dir)) if art.model_dir else None
+    if mine is not None and theirs is not None:
+        if mine == theirs:
+            return
+        diff = ", ".join(f"{k} {theirs.get(k)} vs {mine.get(k)}" for k in ARCH_KEYS if theirs.get(k) != mine.get(k))
+    else:  # a hub name or a missing folder on one side: the names decide
+        diff = f"base_model {art.base_model!r} vs {given!r}"
+    raise UserError(f"{what}: {art.run_dir} holds a model trained from {art.base_model} but model.name_or_path is {given} "
+                    f"({diff}): the run would train one model and record another. Use the model= preset of the model that "
+                    "run trained, or give init_from a run of this model")
+
+
+def _arch(folder: Path) -> dict | None:
+    path = Path(folder).expanduser() / "config.json"
+    if not path.is_file():
+        return None
+    try:
+        cfg = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    text = cfg.get("text_config") if isinstance(cfg.get("text_config"), dict) else cfg
+    return {k: text.get(k, cfg.get(k)) for k in ARCH_KEYS}

@@ -57,19 +57,78 @@ def checkpoint_problem(path: Path) -> str | None:
         return "no model weights"
     if not list(path.glob("rng_state*.pth")) and (path / "optimizer.pt").exists():
         return "no RNG state"
+    return damaged_file(path)
+
+
+def damaged_file(path: Path) -> str | None:
+    """The first file of checkpoint `path` that is cut short or unreadable (a kill or a full disk during
+    the write), said as "<file>: <why>"; None when every weight and state file reads. Cheap: headers and
+    sizes (safetensors), the central directory (torch's zip files), JSON parses; no tensor is loaded."""
+    for f in sorted(p for p in Path(path).rglob("*") if p.is_file()):
+        try:
+            if f.suffix == ".safetensors":
+                why = _safetensors_problem(f)
+            elif f.suffix in (".pt", ".pth", ".bin"):
+                import zipfile
+
+                why = None if zipfile.is_zipfile(f) else "not a complete torch file (its zip directory is missing)"
+            elif f.suffix == ".json":
+                json.loads(f.read_text(encoding="utf-8"))
+                why = None
+            else:
+                why = None
+        except (OSError, UnicodeDecodeError, ValueError) as e:
+            why = f"unreadable ({e})"
+        if why:
+            return f"{f} is damaged: {why}"
     return None
+
+
+def _safetensors_problem(f: Path) -> str | None:
+    size = f.stat().st_size
+    with open(f, "rb") as fh:
+        head = fh.read(8)
+        if len(head) < 8:
+            return f"{size} bytes, shorter than a safetensors header"
+        n = int.from_bytes(head, "little")
+        if n > size - 8:
+            return f"its header claims {n} bytes but the file holds {size}"
+        header = json.loads(fh.read(n))
+    end = max((int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"), default=0)
+    if 8 + n + end > size:
+        return f"truncated: {size} bytes of {8 + n + end}"
+    return None
+
+
+def set_aside(path: Path, why: str) -> Path:
+    """Move a damaged checkpoint to `<run_dir>/damaged-checkpoints/<name>` (kept for inspection, outside
+    checkpoints/ which a finished run removes; never resumed from)."""
+    aside = path.parent.parent / "damaged-checkpoints"
+    aside.mkdir(exist_ok=True)
+    target, n = aside / path.name, 1
+    while target.exists():
+        target, n = aside / f"{path.name}.{n}", n + 1
+    path.rename(target)
+    log.warning("checkpoint %s is damaged (%s): set aside as %s", path, why, target)
+    return target
 
 
 def last_complete_checkpoint(ckpt_dir: Path, remove_incomplete: bool = True) -> Path | None:
     """The newest complete `checkpoint-N` in `ckpt_dir` (None when there is none); incomplete ones newer
     than it are removed (logged), so a resumed run writes its next checkpoint into a clean folder."""
-    for path in checkpoints(ckpt_dir):
+    found = checkpoints(ckpt_dir)
+    for path in found:
         why = checkpoint_problem(path)
         if why is None:
             return path
+        if " is damaged: " in why and remove_incomplete:  # written whole, then damaged: kept aside, named
+            set_aside(path, why)
+            continue
         log.warning("not resuming from %s: %s%s", path, why, "; removing it" if remove_incomplete else "")
         if remove_incomplete:
             shutil.rmtree(path, ignore_errors=True)
+    if found and remove_incomplete:
+        log.warning("no intact checkpoint left in %s: starting over from step 0", ckpt_dir)
     return None
 
 
@@ -148,7 +207,15 @@ def train(trainer, cfg, run_dir: Path):
     if ckpt is not None:
         guard.restore(ckpt)
         log.info("resuming from %s", ckpt)
-    out = trainer.train(resume_from_checkpoint=str(ckpt) if ckpt is not None else None)
+    from . import preemption
+
+    trainer.add_callback(preemption.callback())  # a signal: checkpoint at the next step, then stop
+    with preemption.handling():
+        out = trainer.train(resume_from_checkpoint=str(ckpt) if ckpt is not None else None)
+        sig = preemption.requested()
+    if sig is not None and trainer.state.global_step < trainer.state.max_steps:
+        saved = distributed.on_main(last_complete_checkpoint, Path(run_dir) / "checkpoints", False)
+        raise preemption.Interrupted(sig, str(saved) if saved is not None else None)
     if distributed.is_main():  # the per-step curve of the whole run (a resumed state carries the earlier steps)
         from .artifacts import write_json_atomic
 

@@ -114,14 +114,31 @@ def own_hydra_run_dir(cfg, hydra_dir: Path) -> Path:
         template = given.get("hydra.sweep.dir", "${now:")  # the default sweep dir carries the clock
     else:
         template = given.get("hydra.run.dir") or str(OmegaConf.to_container(cfg, resolve=False).get("run_dir"))
+    why = taken_because(Path(hydra_dir))
     owned = claim_run_dir(hydra_dir, named_by_time="${now:" in template)
     if owned != Path(hydra_dir).resolve():
         move_file_logs(hydra_dir, owned)
-        logging.getLogger(__name__).info("run dir %s is taken by another run started in the same second: using %s",
-                                         hydra_dir, owned)
-        if hc.mode != RunMode.MULTIRUN:
-            OmegaConf.update(cfg, "run_dir", str(owned), merge=False)
+        logging.getLogger(__name__).warning("run dir %s %s: using %s", hydra_dir, why or taken_because(Path(hydra_dir)),
+                                            owned)
+    # config.yaml records the directory really used (a sweep member's too, not the run_dir template)
+    OmegaConf.update(cfg, "run_dir", str(owned), merge=False)
     return owned
+
+
+def taken_because(path: Path) -> str:
+    """Why `path` is not free for a new run: what is already there (said in the log beside a suffix)."""
+    path = Path(path)
+    if (path / "artifact.json").exists():
+        return "already holds a finished run (artifact.json)"
+    try:
+        st = read_status(path)
+    except UserError:
+        st = {"status": "unknown (damaged status.json)"}
+    if st:
+        return f"already holds another run (status {st['status']})"
+    if (path / LOCK).exists() and str(path.resolve()) not in _held:
+        return "is in use by another run started in the same second"
+    return "is taken by another run started in the same second"
 
 
 def move_file_logs(old: Path, new: Path) -> None:

@@ -86,6 +86,13 @@ class StageContext:
 
         set_seed(int(self.cfg.seed))
         if distributed.is_main():
+            from .. import fingerprint
+            from ..run.resume import checkpoints
+
+            changed = fingerprint.check_and_record(self.cfg, self.run_dir,
+                                                   bool(checkpoints(self.run_dir / "checkpoints")))
+            if changed:
+                self.resume_info = {**(self.resume_info or {}), **changed}
             OmegaConf.save(self.cfg, self.run_dir / "config.yaml", resolve=True)
         self.report_to = setup_reporting(self.cfg.logger, self.run_dir, self.run_name,
                                          job_type=str(self.cfg.stage.name))
@@ -198,6 +205,12 @@ def finish(ctx: StageContext, *, kind: str, model, tokenizer, metrics: dict[str,
 
         base = read_artifact(cfg.model.init_from).base_model
     runs, start = outputs.lineage(cfg, ctx.run_dir)
+    from .. import fingerprint
+
+    if (data := fingerprint.record_of(cfg)) is not None:  # what this run trained on, by content
+        runs[-1]["data_fingerprint"] = data["fingerprint"]
+        extra["data"] = data
+        fingerprint.forget(cfg)
     art = Artifact(
         stage=cfg.stage.name, kind=kind, model_dir=model_dir, adapter_dir=adapter_dir,
         base_model=str(base), tokenizer_dir=model_dir, adapter_base=start if adapter_dir else None, lineage=runs,

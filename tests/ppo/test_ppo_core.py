@@ -149,3 +149,15 @@ def test_policy_loss_weights_each_token_by_its_importance_weight():
     loss, _ = core.policy_loss(logp, logp, adv, mask, 0.2, is_weights=w)
     assert loss.item() == pytest.approx(1.75)
     assert core.policy_loss(logp, logp, adv, mask, 0.2)[0].item() == pytest.approx(0.5)
+
+
+def test_explained_variance_of_constant_returns_is_undefined():
+    """Every return equal (every response empty, scored alike): no variance to explain -> NaN, not the
+    -95,346 that 1 - Var(R - V) / 1e-8 gave (it plots as a collapse of the critic)."""
+    import math
+
+    ret = torch.full((2, 3), 0.1234)  # float32 rounding leaves Var(R) ~1e-17, not 0
+    values = torch.tensor([[0.2, 0.5, -0.1], [0.0, 0.3, 0.1]])
+    assert math.isnan(core.explained_variance(values, ret, torch.ones(2, 3)))
+    small = torch.tensor([[1e-3, 2e-3, 3e-3]])  # small but real variation stays defined
+    assert core.explained_variance(small, small, torch.ones(1, 3)) == pytest.approx(1.0)

@@ -167,7 +167,7 @@ def _repeat(rows, n, field, index=None):
 
 
 # Issue 21 (trust, round 3): held-out data, tokens and curation the validation used to miss.
-TRUST3 = [
+TRUST3_DATA = [
     Case("eval_split_shares_prompts", [*SFT_FILE[:-1], "data.source={dir}/dd", "data.eval_split=test"],
          ["data.eval_split: 2 rows of split 'test'", "dd[test]:row 1: prompt: also a prompt of the training split"],
          setup=_eval_split_sharing_prompts),
@@ -335,8 +335,50 @@ ARTIFACTS = [
          files={"f.txt": b"x"}),
 ]
 
-DATA += TRUST3
-CORPUS = DATA + CONFIG + ARTIFACTS
+DATA += TRUST3_DATA
+# Issue 21 (trust, round 3): the command line means what it says; a run records what it trained.
+# Each case of ../shared/cases/trust-3 has a sibling of the same kind that is not in that folder.
+REPORT_TWICE = "given twice on the command line"
+TRUST3 = [
+    Case("key_twice", [*QUIET, "stage=dpo", "trainer.beta=0.1", "trainer.beta=2"],
+         ["trainer.beta: " + REPORT_TWICE, "trainer.beta=0.1 and trainer.beta=2"]),
+    Case("key_twice_drops_a_sweep_dimension", ["-m", "mode=check", "stage=reward", "data=hh_rlhf", "data.max_rows=40",
+                                               "model.max_length=64,128", "model.max_length=256,512"],
+         ["model.max_length: " + REPORT_TWICE, "drop a sweep dimension", "model.max_length=64,128,256,512"]),
+    Case("key_twice_appended", [*QUIET, "+seed=3", "seed=4"], ["seed: " + REPORT_TWICE, "+seed=3 and seed=4"]),
+    Case("group_twice", [*QUIET, "model=minilm", "model=stories260k"], ["model: " + REPORT_TWICE]),
+    Case("multirun_with_cfg", ["-m", "--cfg", "job", "stage=dpo", "trainer.beta=0.1,0.5"],
+         ["Only one of --run, --multirun, --cfg"]),
+    Case("multirun_and_run", ["--run", "-m", "stage=dpo"], ["Only one of --run, --multirun"]),
+    Case("multirun_run_dir_and_sweep_dir", ["-m", *QUIET, "run_dir={dir}/a", "hydra.sweep.dir={dir}/b"],
+         ["run_dir: under -m the members go to hydra.sweep.dir/<n>; give hydra.sweep.dir only"]),
+    Case("multirun_run_dir_sweep", ["-m", *QUIET, "run_dir={dir}/a,{dir}/b"], ["run_dir:", "hydra.sweep.dir=<dir>"]),
+    Case("experiment_name_escapes", [*QUIET, "experiment_name=../../escaped"],
+         ["experiment_name: '../../escaped' would put the run outside the runs dir"]),
+    Case("experiment_name_absolute", [*QUIET, "experiment_name=/tmp/rlhf-escaped"],
+         ["experiment_name: '/tmp/rlhf-escaped' would put the run outside the runs dir"]),
+    Case("seed_overflow", [*QUIET, "seed=4294967296"], ["seed: 4294967296 is out of range: 0 to 2**32-1"]),
+    Case("seed_negative", [*QUIET, "seed=-1"], ["seed: -1 is out of range"]),
+    Case("generation_seed_overflow", [*QUIET, "stage=eval", "model.init_from={sft}", "evaluation.judge=vader",
+                                      "evaluation.generation.seed=4294967296"],
+         ["evaluation.generation.seed: must be <= 4294967295"]),
+    Case("max_steps_beyond_int64", [*QUIET, "trainer.max_steps=100000000000000000000000"],
+         ["trainer.max_steps: 100000000000000000000000 is out of range"]),
+    Case("wandb_online_without_key", ["debug=smoke", "logger=wandb", "logger.mode=online"],
+         ["W&B online (logger.mode=online) needs an API key", "logger.mode=offline", "logger=none"]),
+    Case("init_from_other_model_sft", [*QUIET, "model=minilm", "model.init_from={sft}"],
+         ["model.init_from:", "holds a model trained from", "model_type llama vs bert"]),
+    Case("init_from_other_model_reward", [*PAIR_FILE[:2], "model=minilm", *PAIR_FILE[2:-1],
+                                          "data.source={cases}/pairs_good.jsonl"],
+         ["model.init_from:", "model_type llama vs bert"]),
+    Case("manifest_model_dir_null", SFT_FROM, ["model.init_from:", "artifact.json: `model_dir` is null"],
+         setup=_damage("sft", lambda r: edit_json(r / "artifact.json", lambda m: {**m, "model_dir": None}))),
+    Case("manifest_tokenizer_dir_null_dpo", [*QUIET, "stage=dpo", "model.init_from={dir}/run", *DPO[4:]],
+         ["model.init_from:", "artifact.json: `tokenizer_dir` is null"],
+         setup=_damage("sft", lambda r: edit_json(r / "artifact.json", lambda m: {**m, "tokenizer_dir": None}))),
+]
+
+CORPUS = DATA + CONFIG + ARTIFACTS + TRUST3
 
 
 def try_case(case: Case, root: Path, fixtures: dict[str, Path]) -> Verdict:

@@ -40,6 +40,12 @@ class Trial:
     detail: str
 
 
+def with_overrides(args: list[str], *extra: str) -> list[str]:
+    """`args` with `extra` in place of the overrides of the same keys (`rlhf` refuses a key given twice)."""
+    keys = {e.split("=", 1)[0].lstrip("+~") for e in extra}
+    return [a for a in args if a.split("=", 1)[0].lstrip("+~") not in keys] + list(extra)
+
+
 def stage_args(stage: str, fixtures: dict[str, Path]) -> list[str]:
     return [*QUIET, *(a.format(cases=CASES, **fixtures) for a in RESUMABLE[stage])]
 
@@ -147,7 +153,8 @@ def kill_mid_checkpoint(root: Path, fixtures: dict[str, Path]) -> Trial:
     then resumed: it must pick the newest *complete* checkpoint and match the uninterrupted run."""
     from rlhf.run.runs import read_status
 
-    args, runs = [*stage_args("sft", fixtures), "trainer.save_steps=1"], root / "runs"
+    args = [a.replace("trainer.save_steps=2", "trainer.save_steps=1") for a in stage_args("sft", fixtures)]
+    runs = root / "runs"
     ref, run = root / "mid-uninterrupted", root / "mid-killed"
     out = run_inprocess([*args, f"run_dir={ref}"], runs)
     if out.code != 0:
