@@ -88,7 +88,7 @@ def kills(root: Path, fx: dict, stages: list[str]) -> None:
 
 
 def signals(root: Path, fx: dict, stages: list[str]) -> None:
-    """SIGTERM / SIGUSR1 to a real process after its first checkpoint, then a relaunch (rlhf.preemption)."""
+    """SIGTERM / SIGUSR1 to a real process after its first checkpoint, then a relaunch (rlhf.run.preemption)."""
     import signal
 
     print("\n== preemption: a signal, then a relaunch ==")

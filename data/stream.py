@@ -63,7 +63,7 @@ class Tally:
     @property
     def fingerprint(self) -> str:
         """Content hash of the records read, in order, with their side (train / data.eval_split): what a
-        run trained on, recorded in its manifest and checked on resume (`rlhf.fingerprint`)."""
+        run trained on, recorded in its manifest and checked on resume (`rlhf.run.fingerprint`)."""
         return "blake2b:" + self.digest.hexdigest()
 
     @property

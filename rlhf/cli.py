@@ -148,22 +148,22 @@ def _hydra_main(cfg: DictConfig) -> float | None:
         _release(run_dir)
         distributed.teardown()
         sys.exit(2)
-    except KeyboardInterrupt:  # a second Ctrl-C, or one outside training (rlhf.preemption)
+    except KeyboardInterrupt:  # a second Ctrl-C, or one outside training (rlhf.run.preemption)
         print(f"rlhf: interrupted (Ctrl-C); status interrupted in {run_dir}: relaunch the same command to resume",
               file=sys.stderr)
         _release(run_dir)
         sys.exit(130)
     except BaseException as e:
         _release(run_dir)
-        from .preemption import Interrupted
+        from .run.preemption import Interrupted
 
         if isinstance(e, Interrupted):  # checkpointed at a step boundary: one line, 128 + the signal
             print(f"rlhf: {e}", file=sys.stderr)
             distributed.teardown()
             sys.exit(e.exit_code)
-        from . import diskfull
+        from .run import diskfull
 
-        if diskfull.cause(e, run_dir) is not None:  # one message, status failed (rlhf.diskfull)
+        if diskfull.cause(e, run_dir) is not None:  # one message, status failed (rlhf.run.diskfull)
             diskfull.quiet_logging()
             print(f"rlhf: error: {diskfull.message(e, run_dir)}", file=sys.stderr)
             distributed.teardown()
@@ -228,7 +228,7 @@ def main() -> None:
         sys.exit(2)
     from contextlib import nullcontext
 
-    from .help import one_config_repository, wants_help
+    from .cmdline import one_config_repository, wants_help
 
     global _held
     # Not under -m: a launcher (submitit) pickles the process's state, and a stand-in stderr is not picklable.

@@ -128,9 +128,9 @@ def _fault_problems(cfg: DictConfig) -> list[str]:
 
 def run_problems(cfg: DictConfig) -> list[str]:
     """The root values of a run: `seed` within what every generator takes, `experiment_name` a folder
-    inside the runs dir (rlhf.cmdline), the W&B mode usable before anything starts (rlhf.environment)."""
+    inside the runs dir (rlhf.cmdline), the W&B mode usable before anything starts (rlhf.tracking)."""
     from .cmdline import experiment_name_problem
-    from .environment import wandb_problems
+    from .tracking import wandb_problems
 
     out = []
     seed = cfg.get("seed")

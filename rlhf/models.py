@@ -35,7 +35,7 @@ def resolve_source(model_cfg, expect_kinds: tuple[str, ...]) -> tuple[str, Artif
     """Where to load weights from: `init_from` (an artifact of an allowed kind) or `name_or_path`."""
     if model_cfg.init_from:
         art = read_artifact(model_cfg.init_from, expect_kinds=expect_kinds)
-        from .integrity import check_same_model
+        from .run.integrity import check_same_model
 
         check_same_model(model_cfg, art)  # model= and the artifact's weights are one model
         return str(art.path(art.model_dir)), art

@@ -1,4 +1,4 @@
-"""A damaged newest checkpoint (rlhf.resume.damaged_file): named, moved to damaged-checkpoints/, and the
+"""A damaged newest checkpoint (rlhf.run.resume.damaged_file): named, moved to damaged-checkpoints/, and the
 newest intact one is resumed: TRL's checkpoint-N and our PPO's iter-N, on real safetensors / torch files."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import torch
 from safetensors.torch import save_file
 
 from rlhf.ppo.trainer import last_checkpoint
-from rlhf.resume import damaged_file, last_complete_checkpoint
+from rlhf.run.resume import damaged_file, last_complete_checkpoint
 
 
 def _trl_checkpoint(root, step):

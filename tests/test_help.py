@@ -1,4 +1,4 @@
-"""`rlhf --help`: Hydra's own help text, built from one config repository (rlhf/help.py)."""
+"""`rlhf --help`: Hydra's own help text, built from one config repository (rlhf/cmdline.py)."""
 
 from __future__ import annotations
 

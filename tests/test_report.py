@@ -178,7 +178,7 @@ def test_report_reads_an_eval_json_without_per_sample_numbers(sweep, tmp_path):
 def test_report_names_and_skips_a_broken_eval_json(sweep, tmp_path, capsys):
     """A truncated eval.json (a run killed while writing it) and one without `kl`: each named on stderr
     and left out; the frontier is drawn from the rest (was: JSONDecodeError / KeyError tracebacks)."""
-    from rlhf.report import main
+    from rlhf.report.frontier import main
 
     text = (sweep / "1" / "eval.json").read_text()
     for name in ("good", "cut", "nokl"):

@@ -195,8 +195,8 @@ class PPOTrainer:
 
     def train(self, progress: bool = True) -> list[dict]:
         """Iterate to `total_iterations`; a SIGTERM / SIGUSR1 / Ctrl-C checkpoints the iteration it ends
-        and raises `rlhf.preemption.Interrupted` (rlhf.preemption)."""
-        from .. import preemption
+        and raises `rlhf.run.preemption.Interrupted` (rlhf.run.preemption)."""
+        from ..run import preemption
 
         with preemption.handling():  # SIGTERM / SIGUSR1 / Ctrl-C: checkpoint after this iteration, then stop
             return self._train(progress)
@@ -204,7 +204,7 @@ class PPOTrainer:
     def _train(self, progress: bool) -> list[dict]:
         from tqdm.auto import tqdm
 
-        from .. import preemption
+        from ..run import preemption
 
         c = self.cfg
         bar = tqdm(total=c.total_iterations, initial=self.iteration, desc="PPO", disable=not progress or self.rank != 0)
@@ -281,11 +281,11 @@ def last_checkpoint(output_dir: Path) -> Path | None:
     root = Path(output_dir) / "checkpoints"
     if not root.is_dir():
         return None
-    from ..resume import damaged_file, set_aside
+    from ..run.resume import damaged_file, set_aside
 
     done = sorted((p for p in root.glob("iter-*") if (p / "trainer_state.json").is_file()),
                   key=lambda p: int(p.name.split("-")[1]), reverse=True)
-    for path in done:  # the newest intact one; a damaged one is named and set aside (rlhf.resume)
+    for path in done:  # the newest intact one; a damaged one is named and set aside (rlhf.run.resume)
         if (why := damaged_file(path)) is None:
             return path
         set_aside(path, why)

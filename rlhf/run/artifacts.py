@@ -245,7 +245,7 @@ class RunDir:
                 tmp.write_bytes(self._status_before)
                 os.replace(tmp, self.path / runs.STATUS)
             elif (issubclass(exc_type, KeyboardInterrupt) or exc_type.__name__ == "Interrupted") \
-                    and not (self.path / MANIFEST).exists():  # a signal (rlhf.preemption): resumable
+                    and not (self.path / MANIFEST).exists():  # a signal (rlhf.run.preemption): resumable
                 self._final_status("interrupted", str(exc) or "interrupted by SIGINT (Ctrl-C)")
             elif issubclass(exc_type, Exception) and not (self.path / MANIFEST).exists():
                 from . import diskfull

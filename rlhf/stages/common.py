@@ -86,7 +86,7 @@ class StageContext:
 
         set_seed(int(self.cfg.seed))
         if distributed.is_main():
-            from .. import fingerprint
+            from ..run import fingerprint
             from ..run.resume import checkpoints
 
             changed = fingerprint.check_and_record(self.cfg, self.run_dir,
@@ -205,7 +205,7 @@ def finish(ctx: StageContext, *, kind: str, model, tokenizer, metrics: dict[str,
 
         base = read_artifact(cfg.model.init_from).base_model
     runs, start = outputs.lineage(cfg, ctx.run_dir)
-    from .. import fingerprint
+    from ..run import fingerprint
 
     if (data := fingerprint.record_of(cfg)) is not None:  # what this run trained on, by content
         runs[-1]["data_fingerprint"] = data["fingerprint"]

@@ -26,9 +26,9 @@ def load_data(cfg: DictConfig, encoder):
     from rlhf.data import load_splits
 
     splits = load_splits(data_config(cfg.data), encoder)
-    from .. import fingerprint
+    from ..run import fingerprint
 
-    fingerprint.remember(cfg, splits)  # what this run trains on: checked on resume, recorded (rlhf.fingerprint)
+    fingerprint.remember(cfg, splits)  # what this run trains on: checked on resume, recorded (rlhf.run.fingerprint)
     led = splits.ledger
     if led.dropped:
         log.warning("dropped %d invalid rows (data.on_invalid=drop): %s", sum(led.dropped.values()),

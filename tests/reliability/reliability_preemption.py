@@ -1,4 +1,4 @@
-"""Preemption as a scheduler does it: a real signal to a real `rlhf` process (rlhf.preemption), then a
+"""Preemption as a scheduler does it: a real signal to a real `rlhf` process (rlhf.run.preemption), then a
 relaunch. Shared by the tests and bench/reliability.py.
 
 A signal trial runs a stage twice with one config: uninterrupted (in this process), and as a process

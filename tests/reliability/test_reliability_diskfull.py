@@ -1,4 +1,4 @@
-"""A full disk while a checkpoint is written (rlhf.diskfull), on a real 3 MB tmpfs: the run ends with one
+"""A full disk while a checkpoint is written (rlhf.run.diskfull), on a real 3 MB tmpfs: the run ends with one
 message naming the checkpoint, status `failed`, no stray temp file; once there is space, the relaunch
 never resumes from the partial checkpoint (it starts over, saying so) and finishes.
 

@@ -1,7 +1,7 @@
-"""Preemption (rlhf.preemption): SIGTERM / SIGUSR1 / Ctrl-C to a real process checkpoint the step it
+"""Preemption (rlhf.run.preemption): SIGTERM / SIGUSR1 / Ctrl-C to a real process checkpoint the step it
 is on, exit 128 + the signal with one line and status `interrupted`; the relaunch resumes with the
 same per-step losses as an uninterrupted run (tests/reliability/reliability_preemption.py). And a
-resume onto data whose content changed is refused unless asked (rlhf.fingerprint)."""
+resume onto data whose content changed is refused unless asked (rlhf.run.fingerprint)."""
 
 from __future__ import annotations
 

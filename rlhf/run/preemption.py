@@ -51,7 +51,7 @@ def requested() -> int | None:
 def agreed() -> int | None:
     """`requested()` of any rank (collective: every rank calls it at the same step boundary), so all
     ranks of a multi-process run stop at one step; a single process asks no one."""
-    from . import distributed
+    from .. import distributed
 
     if distributed.world_size() == 1:
         return requested()
