@@ -21,7 +21,7 @@ from .rows import KINDS
 
 FORMATS = ("canonical", "tinystories", "hh_rlhf", "oasst_trees")
 # The kinds of rows each preset can produce; `canonical` rows can be any kind.
-FORMAT_KIND = {"tinystories": ("sft",), "hh_rlhf": ("pair",), "oasst_trees": ("ranked", "sft")}
+FORMAT_KIND = {"tinystories": ("sft",), "hh_rlhf": ("pair", "unpaired"), "oasst_trees": ("ranked", "sft", "unpaired")}
 ON_INVALID = ("error", "drop")
 MISSING = "???"  # OmegaConf's marker for a mandatory value left unset
 HF_PREFIX = "hf:"
@@ -33,7 +33,7 @@ LOAD_DATASET_ARG = {"hf_config": "name", "revision": "revision", "data_files": "
 class DataConfig:
     """Where the rows come from, how to read them, and what to do with bad ones."""
 
-    kind: str  # sft | pair | ranked | prompt (prompt-only rows: ppo, grpo, rloo, generate, eval)
+    kind: str  # sft | pair | ranked | prompt (prompt-only rows: ppo, grpo, rloo, generate, eval) | unpaired (kto)
     source: str  # .jsonl / .json / .parquet path, a `save_to_disk` folder, or hf:<dataset name or folder>
     format: str  # canonical | tinystories | hh_rlhf | oasst_trees
     hf_split: str = "train"

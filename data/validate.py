@@ -25,7 +25,7 @@ from typing import Any
 from rlhf.errors import UserError
 
 from .chat import ROLES, is_messages
-from .rows import PAIR_KEYS, PROMPT_KEYS, RANKED_KEYS, SFT_SHAPES, Item, Origin, Problem
+from .rows import PAIR_KEYS, PROMPT_KEYS, RANKED_KEYS, SFT_SHAPES, UNPAIRED_KEYS, Item, Origin, Problem
 
 MAX_LISTED = 20  # problems spelled out in one error; the rest are counted
 N_EXAMPLES = 5  # example messages per invalid reason in the `rlhf check` report
@@ -43,7 +43,7 @@ def normalize(row: dict[str, Any], kind: str, conversational: bool = False) -> t
             return {}, [Problem("missing_field", "row", f"expected prompt+completion, messages or text; has keys: {have}")]
         keys: Sequence[str] = shape
     else:
-        keys = {"pair": PAIR_KEYS, "prompt": PROMPT_KEYS}.get(kind, RANKED_KEYS)
+        keys = {"pair": PAIR_KEYS, "prompt": PROMPT_KEYS, "unpaired": UNPAIRED_KEYS}.get(kind, RANKED_KEYS)
         if kind == "pair" and "prompt" not in row and "chosen" in row and "rejected" in row:
             row = _extract_prompt(row)
     clean = {k: row[k] for k in keys if k in row}
@@ -64,6 +64,9 @@ def normalize(row: dict[str, Any], kind: str, conversational: bool = False) -> t
             problems.append(Problem("wrong_type", "margin", f"expected a number, got {_type(m)}"))
         elif not math.isfinite(m):
             problems.append(Problem("bad_value", "margin", f"expected a finite number, got {m}"))
+    if "label" in clean and not isinstance(clean["label"], bool):
+        problems.append(Problem("wrong_type", "label", f"expected true or false (desirable or not), got "
+                                                       f"{_type(clean['label'])} {clean['label']!r}"))
     if kind == "ranked" and "responses" in clean and "ranks" in clean:
         problems += _check_ranked(clean["responses"], clean["ranks"])
     if problems:

@@ -27,7 +27,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from .errors import UserError
 
-STAGES_WITH_REFERENCE = ("dpo", "ppo", "grpo", "rloo")
+STAGES_WITH_REFERENCE = ("dpo", "kto", "ppo", "grpo", "rloo")
 GIB = 2**30
 
 

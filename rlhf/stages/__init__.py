@@ -11,6 +11,7 @@ STAGES = {
     "sft": "rlhf.stages.sft",
     "reward": "rlhf.stages.reward",
     "dpo": "rlhf.stages.dpo",
+    "kto": "rlhf.stages.kto",
     "ppo": "rlhf.stages.ppo",
     "grpo": "rlhf.stages.critic_free",
     "rloo": "rlhf.stages.critic_free",
