@@ -12,6 +12,8 @@ STAGES = {
     "reward": "rlhf.stages.reward",
     "dpo": "rlhf.stages.dpo",
     "kto": "rlhf.stages.kto",
+    "simpo": "rlhf.stages.ref_free",
+    "orpo": "rlhf.stages.ref_free",
     "ppo": "rlhf.stages.ppo",
     "grpo": "rlhf.stages.critic_free",
     "rloo": "rlhf.stages.critic_free",
