@@ -5,7 +5,8 @@ A step is a list of config overrides (`{pipeline_dir}` is replaced by the pipeli
 generated data to `data.source`, `reward_from: <step>` its reward model to the evaluation (and, for
 the online RL stages ppo/grpo/rloo, to `stage.reward_model`, the reward they are trained on). A step
 whose directory already holds an artifact with the same config hash is skipped, so re-running a
-pipeline only does what is missing.
+pipeline only does what is missing. `pipeline.rounds` repeats a few steps round after round
+(iterative DPO, rejection sampling: rlhf/rounds.py).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from .errors import UserError
 log = logging.getLogger(__name__)
 SKIP = ("pipeline", "hydra")
 ONLINE_RL_STAGES = ("ppo", "grpo", "rloo")
+ROUND_KEYS = ("rounds", "reference")
 
 
 def step_configs(cfg: DictConfig, base_overrides: list[str]) -> list[tuple[str, DictConfig]]:
@@ -31,9 +33,13 @@ def step_configs(cfg: DictConfig, base_overrides: list[str]) -> list[tuple[str, 
     from hydra import compose
 
     pdir = Path(cfg.pipeline.dir).resolve()
-    base = [o for o in base_overrides if not o.split("=")[0].lstrip("+~").startswith(("pipeline", "hydra"))]
+    from .rounds import expand
+
+    # (`rounds` and `reference` are the round pipelines' own root knobs: rlhf/rounds.py)
+    base = [o for o in base_overrides if o.split("=")[0].lstrip("+~") not in ROUND_KEYS
+            and not o.split("=")[0].lstrip("+~").startswith(("pipeline", "hydra"))]
     out, names = [], set()
-    for step in cfg.pipeline.steps:
+    for step in expand(cfg.pipeline):
         overrides = [*base, *(o.replace("{pipeline_dir}", str(pdir)) for o in step.overrides),
                      f"run_dir={pdir / step.name}", f"experiment_name={cfg.experiment_name}"]
         for key, target in (("init_from", "model.init_from={}"), ("data_from", "data.source={}/data.jsonl"),

@@ -26,6 +26,8 @@ from .stats import CONFIDENCE, N_RESAMPLES, SEED, prompt_bootstrap
 
 
 def _method(cfg: dict) -> str:
+    if cfg.get("rounds_of"):  # a round of iterative DPO / rejection sampling: the rounds draw one line
+        return str(cfg["rounds_of"])
     stage = (cfg.get("stage") or {}).get("name", "?")
     if stage == "dpo":
         losses = (cfg.get("trainer") or {}).get("loss_type") or ["sigmoid"]
@@ -74,7 +76,8 @@ def collect(root: Path) -> list[dict]:
         if f"{score}_policy" not in ev:
             continue
         rows.append({
-            "run": str(run.relative_to(root)) or ".", "method": _method(cfg), "knob": _knob(_method(cfg), t),
+            "run": str(run.relative_to(root)) or ".", "method": _method(cfg),
+            "knob": f"round {cfg['round']}" if cfg.get("rounds_of") else _knob(_method(cfg), t),
             "beta": t.get("beta", t.get("kl_coef")),
             "learning_rate": t.get("learning_rate"), "kl": ev["kl"], "score": score,
             "policy": ev[f"{score}_policy"], "reference": ev[f"{score}_reference"],

@@ -155,6 +155,7 @@ class Evaluation:
     max_prompts: int = field(default=100, **_positive(ge=1))
     judge: str | None = None
     reward_model: str | None = None
+    reference: str | None = None
     n_show: int = field(default=8, **_positive(ge=0))
     every_steps: int | None = field(default=None, **_positive(ge=1))
     curve_prompts: int = field(default=16, **_positive(ge=1))
