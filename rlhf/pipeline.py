@@ -112,8 +112,9 @@ def format_summary(results: dict) -> str:
                          f" -> train {rows['train']} / eval {rows['eval']} (truncated {rows['truncated_train']} / "
                          f"{rows.get('truncated_eval', 0)})"
                          f" -> trained {rows.get('trained')}")
-        if "eval_margin" in m:  # DPO
-            lines.append(f"  held-out DPO margin {_f(m.get('eval_before_margin'))} -> {_f(m['eval_margin'])}, "
+        if "eval_margin" in m:  # DPO, KTO, SimPO, ORPO
+            name = str(m.get("objective") or ("kto" if "desirable_rows" in m else "dpo")).upper()
+            lines.append(f"  held-out {name} margin {_f(m.get('eval_before_margin'))} -> {_f(m['eval_margin'])}, "
                          f"preference accuracy {_f(m.get('eval_accuracy'))} on {m.get('eval_rows')} pairs")
         elif "eval_loss_before" in m:
             after = m.get("eval_loss", m.get("eval_loss_after"))
@@ -151,4 +152,7 @@ def format_summary(results: dict) -> str:
                 lines.append(f"    {'ended (EOS)':<14}{ev['reference_ended_share']:>12.0%} {ev['policy_ended_share']:>8.0%}")
             per_token = f", {ev['kl_per_token']:.3f} per token" if ev.get("kl_per_token") is not None else ""
             lines.append(f"    KL(policy || reference) = {ev['kl']:.2f} nats per sequence{per_token}")
+    from .rounds import wall_lines
+
+    lines += wall_lines(results)  # a pipeline with rounds: wall time per round
     return "\n".join(lines)

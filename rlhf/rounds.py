@@ -82,3 +82,14 @@ def _fill(text: str, values: dict[str, str]) -> str:
     for k, v in values.items():
         text = text.replace(k, v)
     return text
+
+
+def wall_lines(results: dict) -> list[str]:
+    """`round r: N s (step a s + step b s)` per round of a pipeline's results (skipped steps count 0)."""
+    per: dict[int, list[tuple[str, float]]] = {}
+    for name, m in results.items():
+        head, _, step = name.partition("_")
+        if head.startswith("round") and head[5:].isdigit() and step:
+            per.setdefault(int(head[5:]), []).append((step, 0.0 if m.get("skipped") else float(m.get("wall_s") or 0)))
+    return [f"round {r}: {sum(w for _, w in parts):.0f} s (" + " + ".join(f"{s} {w:.0f} s" for s, w in parts) + ")"
+            for r, parts in sorted(per.items())]

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from rlhf.errors import UserError
-from rlhf.rounds import expand
+from rlhf.rounds import expand, wall_lines
 
 
 def _steps(compose, *overrides):
@@ -38,6 +38,12 @@ def test_rejection_sampling_rounds_and_bad_round_settings(compose):
         _steps(compose, "pipeline=iterative_dpo", "rounds=0")
     with pytest.raises(UserError, match="reference: expected one of current, initial"):
         _steps(compose, "pipeline=iterative_dpo", "reference=sft")
+
+
+def test_wall_time_per_round():
+    results = {"sft": {"wall_s": 3}, "round1_generate": {"wall_s": 5.2}, "round1_dpo": {"wall_s": 10},
+               "round2_generate": {"skipped": True}, "round2_dpo": {"wall_s": 7}}
+    assert wall_lines(results) == ["round 1: 15 s (generate 5 s + dpo 10 s)", "round 2: 7 s (generate 0 s + dpo 7 s)"]
 
 
 @pytest.mark.slow
