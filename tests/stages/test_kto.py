@@ -50,9 +50,19 @@ def test_pair_and_ranked_rows_split_into_unpaired_rows(tmp_path, tokenizer):
     assert by_completion == {" It was happy.": True, " It was sad.": False, " Fast.": True, " Slow.": False,
                              " He smiled.": True}
     assert label_counts(list(s.train)) == (3, 2)
-    f = s.train_features[0]
-    ids = tokenizer(f"{s.train[0]['prompt']}{s.train[0]['completion']}").input_ids + [tokenizer.eos_token_id]
-    assert f["prompt_ids"] + f["completion_ids"] == ids  # what TRL's KTOTrainer would tokenise
+    # token for token what TRL 1.16's own KTOTrainer._prepare_dataset makes of the same rows
+    from types import SimpleNamespace
+
+    from datasets import Dataset
+    from trl import KTOConfig, KTOTrainer
+
+    raw = Dataset.from_list([dict(r) for r in s.train])
+    args = KTOConfig(output_dir=str(tmp_path / "o"), max_length=64, use_cpu=True, report_to="none")
+    trl_rows = KTOTrainer._prepare_dataset(SimpleNamespace(_tokenizer=tokenizer, calculate_KL=False, undesirable_weight=1.0,
+                                                           desirable_weight=1.0), raw, tokenizer, args, "train")
+    ours = s.train_features
+    assert [(r["prompt_ids"], r["completion_ids"], r["label"]) for r in trl_rows] == \
+        [(r["prompt_ids"], r["completion_ids"], r["label"]) for r in ours]
 
 
 def test_balanced_weights_follow_the_kto_paper():
