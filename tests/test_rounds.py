@@ -3,6 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 
@@ -52,8 +58,23 @@ def test_rounds_run_skip_when_finished_and_draw_one_frontier_line(cli, tmp_path)
     refused = cli("pipeline=rounds_smoke", "rounds=0", "logger=none")
     assert refused.returncode == 2 and "rounds >= 1" in refused.stderr and "Traceback" not in refused.stderr
     assert not pdir.exists()
+    # killed in round 1's DPO step (a crash: no clean-up runs), then relaunched: it goes on from there
+    args = [str(Path(sys.executable).parent / "rlhf"), "pipeline=rounds_smoke", "rounds=1", "logger=none"]
+    env = {**os.environ, "RLHF_RUNS_DIR": str(tmp_path / "runs"), "WANDB_MODE": "offline"}
+    proc = subprocess.Popen(args, env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    deadline = time.time() + 300
+    while not (pdir / "round1_dpo" / "config.yaml").is_file() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.1)
+    assert proc.poll() is None, "the pipeline ended before it could be killed"
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (pdir / "round1_dpo" / "artifact.json").exists()
+    gen_mtime = (pdir / "round1_generate" / "artifact.json").stat().st_mtime
     first = cli("pipeline=rounds_smoke", "rounds=1", "logger=none")
     assert first.returncode == 0, first.stderr[-3000:]
+    assert first.stdout.count("skipped (already done)") == 2  # sft, round1_generate: on at round 1's dpo step
+    assert (pdir / "round1_generate" / "artifact.json").stat().st_mtime == gen_mtime
     mtime = (pdir / "round1_dpo" / "artifact.json").stat().st_mtime
     second = cli("pipeline=rounds_smoke", "rounds=2", "logger=none")  # one more round: the first is not redone
     assert second.returncode == 0, second.stderr[-3000:]
