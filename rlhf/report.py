@@ -41,6 +41,8 @@ def _knob(method: str, t: dict) -> str | None:
         if t.get("kl_control", "adaptive") == "adaptive":
             return f"target={t.get('kl_target', 6.0):g}"
         return f"β={t.get('kl_coef'):g}" if t.get("kl_coef") is not None else None
+    if method in ("simpo", "orpo") and isinstance(t.get("beta"), int | float):  # no KL term: the step size leashes
+        return f"{'λ' if method == 'orpo' else 'β'}={t['beta']:g}, lr={t.get('learning_rate', 0):g}"
     return f"β={t['beta']:g}" if isinstance(t.get("beta"), int | float) else None
 
 
