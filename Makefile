@@ -63,12 +63,14 @@ bench: install
 gpu-wheels: install
 	$(PY) bench/gpu_wheels.py $(ARGS)
 
-# Reward-KL frontier on the demo's artifacts: ONE Hydra sweep over DPO, PPO and GRPO at three KL
-# leashes (conf/experiment/demo_*.yaml: leash 2 = twice as tight), then the report.
+# Reward-KL frontier on the demo's artifacts: ONE Hydra sweep over DPO, PPO, GRPO, KTO, SimPO and ORPO
+# at three KL leashes (conf/experiment/demo_*.yaml: leash 2 = twice as tight), then the report.
+# METHODS=demo_dpo,demo_ppo,demo_grpo for the three of the README's first frontier.
 LEASH ?= 0.5,1,2
+METHODS ?= demo_dpo,demo_ppo,demo_grpo,demo_kto,demo_simpo,demo_orpo
 frontier: demo
 	d=runs/frontier-$$(date +%Y%m%d-%H%M%S) && \
-	$(VENV)/bin/rlhf -m experiment=demo_dpo,demo_ppo,demo_grpo "leash=$(LEASH)" hydra.sweep.dir=$$d $(ARGS) && \
+	$(VENV)/bin/rlhf -m experiment=$(METHODS) "leash=$(LEASH)" hydra.sweep.dir=$$d $(ARGS) && \
 	$(VENV)/bin/rlhf report $$d
 
 clean:

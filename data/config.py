@@ -32,7 +32,7 @@ LOAD_DATASET_ARG = {"hf_config": "name", "revision": "revision", "data_files": "
 class DataConfig:
     """Where the rows come from, how to read them, and what to do with bad ones."""
 
-    kind: str  # sft | pair | ranked | prompt (prompt-only rows: ppo, grpo, rloo, generate, eval)
+    kind: str  # sft | pair | ranked | prompt (prompt-only rows: ppo, grpo, rloo, generate, eval) | unpaired (kto)
     source: str  # .jsonl / .json / .parquet path, a `save_to_disk` folder, or hf:<dataset name or folder>
     format: str  # a key of rlhf.data.presets.PRESETS: canonical | tinystories | hh_rlhf | oasst_trees
     hf_split: str = "train"

@@ -169,6 +169,6 @@ class Preset(NamedTuple):
 PRESETS: dict[str, Preset] = {
     "canonical": Preset(canonical, KINDS),  # rows already in our schema: any kind
     "tinystories": Preset(tinystories, ("sft",)),
-    "hh_rlhf": Preset(hh_rlhf, ("pair",)),
-    "oasst_trees": Preset(oasst_trees, ("ranked", "sft")),
+    "hh_rlhf": Preset(hh_rlhf, ("pair", "unpaired")),  # unpaired: each pair split (rlhf.data.unpaired)
+    "oasst_trees": Preset(oasst_trees, ("ranked", "sft", "unpaired")),
 }

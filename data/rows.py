@@ -9,13 +9,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-KINDS = ("sft", "pair", "ranked", "prompt")  # prompt: TRL's prompt-only format (online stages)
+KINDS = ("sft", "pair", "ranked", "prompt", "unpaired")  # prompt: TRL's prompt-only format (online stages);
+# unpaired: TRL's unpaired-preference format (KTO: one completion, a thumbs-up/down label)
 
 # Canonical keys per kind; anything else in a row is stripped (extra columns are common in user files).
 SFT_SHAPES = (("messages",), ("prompt", "completion"), ("text",))  # checked in this order
 PAIR_KEYS = ("prompt", "chosen", "rejected", "margin")
 RANKED_KEYS = ("prompt", "responses", "ranks")
 PROMPT_KEYS = ("prompt",)
+UNPAIRED_KEYS = ("prompt", "completion", "label")
 
 # Every reason code a problem can carry (the counts in reports and in `Splits.dropped` use these).
 REASONS = (

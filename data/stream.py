@@ -29,7 +29,8 @@ from .presets import PRESETS
 from .rows import Item, RowError
 from .sources import Raw, Source, open_source
 from .split import prompt_key, split_hash
-from .validate import Deduper, ProblemLog, normalize, row_key
+from .unpaired import normalized
+from .validate import Deduper, ProblemLog, row_key
 
 PROGRESS_DELAY = 2.0  # seconds before a bar shows: quick (small) inputs print nothing
 
@@ -204,9 +205,9 @@ class _Pass:
             except RowError as e:
                 items.append(Item(origin, None, [e.problem]))
                 continue
-            for row in rows:
-                clean, problems = normalize(row, kind, conversational=conversational)
-                items.append(Item(origin, clean, problems))
+            for row in rows:  # a pair / ranked row read as kind unpaired gives several rows (rlhf.data.unpaired)
+                for clean, problems in normalized(row, kind, conversational=conversational):
+                    items.append(Item(origin, clean, problems))
         return items
 
     def _encode(self, ok: list[Item]) -> list[Encoded] | None:

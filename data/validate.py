@@ -25,7 +25,7 @@ from typing import Any
 from rlhf.errors import UserError
 
 from .chat import ROLES, is_messages
-from .rows import PAIR_KEYS, PROMPT_KEYS, RANKED_KEYS, SFT_SHAPES, Item, Origin, Problem
+from .rows import PAIR_KEYS, PROMPT_KEYS, RANKED_KEYS, SFT_SHAPES, UNPAIRED_KEYS, Item, Origin, Problem
 
 # A margin is a score gap (Llama 2's are 0-3, scaled judge gaps rarely reach 100): beyond this it is a unit
 # or parsing mistake, and beyond float32's 3.4e38 the reward loss -log sigmoid(r_c - r_r - margin) is inf.
@@ -51,7 +51,7 @@ def normalize(row: dict[str, Any], kind: str, conversational: bool = False) -> t
             return {}, [Problem("missing_field", "row", f"expected prompt+completion, messages or text; has keys: {have}")]
         keys: Sequence[str] = shape
     else:
-        keys = {"pair": PAIR_KEYS, "prompt": PROMPT_KEYS}.get(kind, RANKED_KEYS)
+        keys = {"pair": PAIR_KEYS, "prompt": PROMPT_KEYS, "unpaired": UNPAIRED_KEYS}.get(kind, RANKED_KEYS)
         if kind == "pair" and "prompt" not in row and "chosen" in row and "rejected" in row:
             row = _extract_prompt(row)
     clean = {k: row[k] for k in keys if k in row}
@@ -77,6 +77,9 @@ def normalize(row: dict[str, Any], kind: str, conversational: bool = False) -> t
                                     "-log sigmoid(r_chosen - r_rejected - margin) would be "
                                     f"{'infinite' if abs(m) > 3.4e38 else 'about ' + format(abs(m), 'g')} for this "
                                     "pair (a margin is a score gap, e.g. 0-10; check its units or sign)"))
+    if "label" in clean and not isinstance(clean["label"], bool):
+        problems.append(Problem("wrong_type", "label", f"expected true or false (desirable or not), got "
+                                                       f"{_type(clean['label'])} {clean['label']!r}"))
     if kind == "ranked" and "responses" in clean and "ranks" in clean:
         problems += _check_ranked(clean["responses"], clean["ranks"])
     if problems:

@@ -5,7 +5,8 @@ A step is a list of config overrides (`{pipeline_dir}` is replaced by the pipeli
 generated data to `data.source`, `reward_from: <step>` its reward model to the evaluation (and, for
 the online RL stages ppo/grpo/rloo, to `stage.reward_model`, the reward they are trained on). A step
 whose directory already holds an artifact with the same config hash is skipped, so re-running a
-pipeline only does what is missing.
+pipeline only does what is missing. `pipeline.rounds` repeats a few steps round after round
+(iterative DPO, rejection sampling: rlhf/rounds.py).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from .run.artifacts import MANIFEST, config_hash, read_artifact, strict_json
 
 log = logging.getLogger(__name__)
 SKIP = ("pipeline", "hydra")
+ROUND_KEYS = ("rounds", "reference")
 
 
 def step_configs(cfg: DictConfig, base_overrides: list[str]) -> list[tuple[str, DictConfig]]:
@@ -30,9 +32,13 @@ def step_configs(cfg: DictConfig, base_overrides: list[str]) -> list[tuple[str, 
     from hydra import compose
 
     pdir = Path(cfg.pipeline.dir).resolve()
-    base = [o for o in base_overrides if not o.split("=")[0].lstrip("+~").startswith(("pipeline", "hydra"))]
+    from .rounds import expand
+
+    # (`rounds` and `reference` are the round pipelines' own root knobs: rlhf/rounds.py)
+    base = [o for o in base_overrides if o.split("=")[0].lstrip("+~") not in ROUND_KEYS
+            and not o.split("=")[0].lstrip("+~").startswith(("pipeline", "hydra"))]
     out, names = [], set()
-    for step in cfg.pipeline.steps:
+    for step in expand(cfg.pipeline):
         overrides = [*base, *(o.replace("{pipeline_dir}", str(pdir)) for o in step.overrides),
                      f"run_dir={pdir / step.name}", f"experiment_name={cfg.experiment_name}"]
         for key, target in (("init_from", "model.init_from={}"), ("data_from", "data.source={}/data.jsonl"),
@@ -117,8 +123,9 @@ def format_summary(results: dict) -> str:
             if "prompts_train" in rows:
                 lines.append(f"  distinct prompts: train {rows['prompts_train']} / eval {rows['prompts_eval']}, "
                              f"on both sides {rows['prompts_shared']}")
-        if "eval_margin" in m:  # DPO
-            lines.append(f"  held-out DPO margin {_f(m.get('eval_before_margin'))} -> {_f(m['eval_margin'])}, "
+        if "eval_margin" in m:  # DPO, KTO, SimPO, ORPO
+            name = str(m.get("objective") or ("kto" if "desirable_rows" in m else "dpo")).upper()
+            lines.append(f"  held-out {name} margin {_f(m.get('eval_before_margin'))} -> {_f(m['eval_margin'])}, "
                          f"preference accuracy {_f(m.get('eval_accuracy'))} on {m.get('eval_rows')} pairs")
         elif "eval_loss_before" in m:
             after = m.get("eval_loss", m.get("eval_loss_after"))
@@ -156,4 +163,7 @@ def format_summary(results: dict) -> str:
                 lines.append(f"    {'ended (EOS)':<14}{ev['reference_ended_share']:>12.0%} {ev['policy_ended_share']:>8.0%}")
             per_token = f", {ev['kl_per_token']:.3f} per token" if ev.get("kl_per_token") is not None else ""
             lines.append(f"    KL(policy || reference) = {ev['kl']:.2f} nats per sequence{per_token}")
+    from .rounds import wall_lines
+
+    lines += wall_lines(results)  # a pipeline with rounds: wall time per round
     return "\n".join(lines)

@@ -186,6 +186,7 @@ class Evaluation:
     judge: str | None = None
     reward_model: str | None = None
     audit_reward_models: list[str] = field(default_factory=list)
+    reference: str | None = None
     n_show: int = field(default=8, **_positive(ge=0))
     every_steps: int | None = field(default=None, **_positive(ge=1))
     curve_prompts: int = field(default=16, **_positive(ge=1))

@@ -2,7 +2,7 @@
 lineage and the resume check.
 
 The fingerprint is computed in the one data pass (`rlhf.data.stream`: a streaming hash of every
-record read, with its side) and handed here by `rlhf.stages.common.load_data`. `begin` then
+record read, with its side) and handed here by `rlhf.stages.inputs.load_data`. `begin` then
 
 - on a relaunch onto checkpoints, compares it with the one the interrupted run recorded in
   `data.json`: different data is refused (steps 1..N would have trained on other rows than N+1..),

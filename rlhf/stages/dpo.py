@@ -17,7 +17,7 @@ from omegaconf import DictConfig
 from .. import distributed
 from . import StageFacts, beta_knob, common
 from .curves import Curves, attach
-from .evaluator import PolicyEvaluator, finish_policy
+from .evaluator import PolicyEvaluator, finish_policy, policy_model_dir
 from .inputs import policy_inputs, row_metrics
 
 log = logging.getLogger(__name__)
@@ -39,7 +39,9 @@ LOSS_TYPES = ("sigmoid", "hinge", "ipo", "exo_pair", "nca_pair", "robust", "bco_
 
 @dataclass
 class Options:
-    """`stage:` of stage=dpo: nothing of its own (the DPO knobs are TRL's, under `trainer:`)."""
+    """`stage:` of stage=dpo (the DPO knobs are TRL's, under `trainer:`)."""
+
+    reference: str | None = None  # a policy run dir as the reference; null = the policy's starting model
 
 
 def encoder(cfg: DictConfig, tokenizer):
@@ -71,6 +73,9 @@ def problems(cfg: DictConfig) -> list[str]:
     beta = t.get("beta", 0.1)
     if isinstance(beta, int | float) and beta <= 0:
         out.append(f"trainer.beta: must be > 0, got {beta}")
+    if cfg.stage.get("reference") and cfg.peft.method != "none":
+        out.append("stage.reference: under LoRA the reference is the policy with its adapter disabled; a separate "
+                   "reference model needs peft=none")
     if t.get("truncation_mode", "keep_start") != "keep_start":
         out.append("trainer.truncation_mode: only keep_start (TRL deprecates keep_end): the prompt + response is cut "
                    "at its end, and a prompt that fills model.max_length is a data problem")
@@ -108,10 +113,11 @@ def run(cfg: DictConfig, run_dir: Path):
         model = build_policy(cfg.model, cfg.peft, tokenizer)
         # The reference: the policy's starting weights, loaded by rlhf.models like every model (dtype,
         # a vocabulary grown by a chat template); under LoRA none: the policy with its adapter disabled.
+        ref_source = policy_model_dir(cfg.stage.reference, "stage.reference") if cfg.stage.reference else source
         ref = None if cfg.peft.method != "none" else load_frozen_policy(
-            cfg.model, source, tokenizer, whole=not distributed.uses_deepspeed(cfg))
+            cfg.model, ref_source, tokenizer, whole=not distributed.uses_deepspeed(cfg))
         log.info("policy %s: %s; reference: %s", source, count_parameters(model),
-                 "the policy with its LoRA adapter disabled" if ref is None else source)
+                 "the policy with its LoRA adapter disabled" if ref is None else ref_source)
         trainer = _pretokenized(DPOTrainer)(
             model=model, ref_model=ref, args=args, processing_class=tokenizer,
             train_dataset=splits.train_features,
@@ -127,7 +133,7 @@ def run(cfg: DictConfig, run_dir: Path):
         out = ctx.train(trainer)
         metrics["train_loss"] = out.training_loss
         metrics["train_runtime_s"] = out.metrics.get("train_runtime")
-        extra = {"reference_dir": init_art.run_dir if init_art else source}
+        extra = {"reference_dir": str(cfg.stage.reference or (init_art.run_dir if init_art else source))}
         if curves is not None:  # the monitors' summary; under monitor.publish=best the best point's policy
             curves.conclude(trainer.state.global_step, trainer.model, metrics, extra)
         if splits.eval:
@@ -139,7 +145,7 @@ def run(cfg: DictConfig, run_dir: Path):
         # In one process the in-memory reference (None under LoRA: the adapter disabled); under
         # DeepSpeed / several processes rank 0 evaluates the saved policy (evaluator.finish_policy).
         reference = trainer.ref_model if not distributed.uses_deepspeed(cfg) else None
-        return finish_policy(ctx, evaluator, trainer.model, tokenizer, metrics, source=source,
+        return finish_policy(ctx, evaluator, trainer.model, tokenizer, metrics, source=ref_source,
                              reference=reference, engine=trainer.deepspeed, extra=extra)
 
 

@@ -26,6 +26,9 @@ def finish_policy(ctx: StageContext, evaluator: PolicyEvaluator | None, model, t
     reference loaded from `source` while the other ranks wait; the result reaches every rank.
     """
     cfg = ctx.cfg
+    if evaluator is not None and cfg.evaluation.get("reference"):  # measure against a given policy instead
+        source = policy_model_dir(cfg.evaluation.reference, "evaluation.reference")
+        reference = load_reference(cfg, source, tokenizer) if not distributed.launched() else None
     if not distributed.launched() and not distributed.uses_deepspeed(cfg):
         if evaluator is not None:
             if reference is None and cfg.peft.method == "none":
@@ -133,6 +136,14 @@ def reward_scorer(cfg: DictConfig, run_dir: str, what: str, conversational: bool
         raise UserError(f"{what}: the prompts are conversations but the reward model in {run_dir} has no chat template "
                         "(it was trained on plain text): train it on conversational rows, or give plain-text prompts")
     return RewardScorer(model, tok, max_length)
+
+
+def policy_model_dir(run_dir: str, what: str) -> str:
+    """The model directory of a policy artifact (`run_dir`), checked to be one (UserError naming `what`)."""
+    from ..run.artifacts import read_artifact
+
+    art = read_artifact(run_dir, expect_kinds=("policy",), what=what)
+    return str(art.path(art.model_dir))
 
 
 def load_reference(cfg: DictConfig, source: str, tokenizer):

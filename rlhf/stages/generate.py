@@ -5,6 +5,7 @@ Outputs (`stage.output`):
   best_worst  one pair per prompt: highest- vs lowest-scored sample (the DPO paper's protocol)
   all_pairs   every pair of samples whose scores differ by more than `stage.min_gap`
   ranked      one ranked list per prompt (rank 0 = best, equal scores tie): the K-wise reward loss
+  best        one SFT row per prompt: its best-scored sample as the completion (rejection sampling)
   best_of_n   no training data: the best-of-n baseline on held-out prompts (score of the best of n
               samples chosen by the scorer vs a single sample), with its analytic KL bound
 Conversational prompts give conversational rows (the responses as assistant turns).
@@ -42,9 +43,10 @@ class Options:
 
     split: Literal["train", "eval"] = "train"
     num_prompts: int | None = field(default=None, metadata={"ge": 1})
+    prompt_offset: int = field(default=0, metadata={"ge": 0})  # skip this many distinct prompts (rounds: fresh shards)
     judge: str | None = None
     reward_model: str | None = None
-    output: Literal["best_worst", "all_pairs", "ranked", "best_of_n"] = "best_worst"
+    output: Literal["best_worst", "all_pairs", "ranked", "best", "best_of_n"] = "best_worst"
     min_gap: float = field(default=0.0, metadata={"ge": 0})
     generation: Generation = field(default_factory=Generation)
 
@@ -82,10 +84,12 @@ def run(cfg: DictConfig, run_dir: Path):
         use_eval = st.split == "eval" or st.output == "best_of_n"
         prompts, prompt_ids = distinct_prompts(splits.eval if use_eval else splits.train,
                                                       splits.eval_features if use_eval else splits.train_features)
-        if st.num_prompts:
-            prompts, prompt_ids = prompts[: int(st.num_prompts)], prompt_ids[: int(st.num_prompts)]
+        start = int(st.prompt_offset)
+        end = start + int(st.num_prompts) if st.num_prompts else None
+        prompts, prompt_ids = prompts[start:end], prompt_ids[start:end]
         if not prompts:
-            raise UserError(f"stage=generate: no prompts in the {st.split} split of {splits.source}")
+            raise UserError(f"stage=generate: no prompts in the {st.split} split of {splits.source}"
+                            + (f" after the first stage.prompt_offset={start}" if start else ""))
         judge = resolve(str(st.judge), "stage.judge") if st.judge else None
         reward = (reward_scorer(cfg, st.reward_model, "stage.reward_model", splits.conversational)
                   if st.reward_model else None)
@@ -153,7 +157,7 @@ def _score_and_write(run_dir: Path, st, prompts, s, k: int, judge, reward) -> tu
             for row in data:
                 f.write(json.dumps(row) + "\n")
         tmp.replace(run_dir / "data.jsonl")
-        kind = "ranked" if st.output == "ranked" else "pair"
+        kind = {"ranked": "ranked", "best": "sft"}.get(st.output, "pair")
         metrics.update(rows_written=len(data), prompts_without_preference=n_ties, data_kind=kind)
         if kind == "pair":
             metrics["score_gap_mean"] = mean(gaps)
@@ -175,7 +179,10 @@ def _preference_rows(prompts, groups, completions, scores, output: str, min_gap:
         if len(ordered) < 2 or scores[ordered[0]] - scores[ordered[-1]] <= min_gap:
             n_ties += 1
             continue
-        if output == "best_worst":
+        if output == "best":  # rejection sampling: the best sample as an SFT completion
+            rows.append({"prompt": prompt, "completion": _turn(prompt, completions[ordered[0]])})
+            gaps.append(scores[ordered[0]] - scores[ordered[-1]])
+        elif output == "best_worst":
             b, w = ordered[0], ordered[-1]
             rows.append({"prompt": prompt, "chosen": _turn(prompt, completions[b]),
                          "rejected": _turn(prompt, completions[w])})

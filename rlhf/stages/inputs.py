@@ -44,7 +44,7 @@ def load_data(cfg: DictConfig, encoder):
 
 # The row kinds of the stages that sample from prompts: every kind offers prompts (rlhf.data.PromptEncoder.kinds;
 # kept here as plain names so a stage's module does not import the data layer at start-up).
-PROMPT_KINDS = ("sft", "pair", "ranked", "prompt")
+PROMPT_KINDS = ("sft", "pair", "ranked", "prompt", "unpaired")
 
 
 def prompt_encoder(cfg: DictConfig, tokenizer):

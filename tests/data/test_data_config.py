@@ -77,5 +77,5 @@ def test_missing_mandatory_values_of_an_omegaconf_node():
 
 
 def test_format_must_produce_the_kind():
-    with pytest.raises(UserError, match="format hh_rlhf produces pair rows, but kind is sft"):
+    with pytest.raises(UserError, match="format hh_rlhf produces pair or unpaired rows, but kind is sft"):
         DataConfig(kind="sft", source="x.jsonl", format="hh_rlhf")
