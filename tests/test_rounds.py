@@ -1,4 +1,4 @@
-"""Rounds of a pipeline (rlhf/rounds.py): iterative DPO and rejection sampling as ordinary steps."""
+"""Rounds of a pipeline (rlhf/pipeline/rounds.py): iterative DPO and rejection sampling as ordinary steps."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from rlhf.errors import UserError
-from rlhf.rounds import expand, wall_lines
+from rlhf.pipeline.rounds import expand, wall_lines
 
 
 def _steps(compose, *overrides):

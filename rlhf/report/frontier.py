@@ -31,7 +31,7 @@ def _placement(cfg: dict) -> tuple[str, str | None]:
     from ..stages import beta_knob, facts, stage_name
 
     stage, t = cfg.get("stage") or {}, cfg.get("trainer") or {}
-    if cfg.get("rounds_of"):  # a round of iterative DPO / rejection sampling (rlhf.rounds): the rounds draw one line
+    if cfg.get("rounds_of"):  # a round of iterative DPO / rejection sampling (rlhf.pipeline.rounds): the rounds draw one line
         return str(cfg["rounds_of"]), f"round {cfg.get('round')}"
     try:
         f = facts(stage)

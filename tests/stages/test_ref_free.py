@@ -34,8 +34,8 @@ def test_reference_free_stage_loads_no_reference(stage, compose, tmp_path, monke
 
 
 def test_reference_options_are_refused(compose):
-    from rlhf.runner import validate
     from rlhf.errors import UserError
+    from rlhf.runner import validate
 
     with pytest.raises(UserError, match="simpo has no reference model"):
         validate(compose("stage=simpo", "+trainer.precompute_ref_log_probs=true"))

@@ -24,7 +24,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from .errors import UserError
+from ..errors import UserError
 
 REFERENCES = ("current", "initial")
 TARGETS = {"init_from": "model.init_from={}", "data_from": "data.source={}/data.jsonl",

@@ -6,7 +6,7 @@ generated data to `data.source`, `reward_from: <step>` its reward model to the e
 the online RL stages ppo/grpo/rloo, to `stage.reward_model`, the reward they are trained on). A step
 whose directory already holds an artifact with the same config hash is skipped, so re-running a
 pipeline only does what is missing. `pipeline.rounds` repeats a few steps round after round
-(iterative DPO, rejection sampling: rlhf/rounds.py).
+(iterative DPO, rejection sampling: rlhf/pipeline/rounds.py).
 """
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from .distributed import is_main
-from .errors import UserError
-from .run.artifacts import MANIFEST, config_hash, read_artifact, strict_json
+from ..distributed import is_main
+from ..errors import UserError
+from ..run.artifacts import MANIFEST, config_hash, read_artifact, strict_json
 
 log = logging.getLogger(__name__)
 SKIP = ("pipeline", "hydra")
@@ -34,7 +34,7 @@ def step_configs(cfg: DictConfig, base_overrides: list[str]) -> list[tuple[str, 
     pdir = Path(cfg.pipeline.dir).resolve()
     from .rounds import expand
 
-    # (`rounds` and `reference` are the round pipelines' own root knobs: rlhf/rounds.py)
+    # (`rounds` and `reference` are the round pipelines' own root knobs: rlhf/pipeline/rounds.py)
     base = [o for o in base_overrides if o.split("=")[0].lstrip("+~") not in ROUND_KEYS
             and not o.split("=")[0].lstrip("+~").startswith(("pipeline", "hydra"))]
     out, names = [], set()
@@ -61,7 +61,7 @@ def step_configs(cfg: DictConfig, base_overrides: list[str]) -> list[tuple[str, 
 
 def _online(cfg: DictConfig) -> bool:
     """The step's stage is trained on a reward (its FACTS.online); an unknown stage is said by validation."""
-    from .stages import facts
+    from ..stages import facts
 
     try:
         return facts(cfg.stage).online
@@ -70,7 +70,7 @@ def _online(cfg: DictConfig) -> bool:
 
 
 def run_pipeline(cfg: DictConfig, base_overrides: list[str]) -> dict:
-    from .runner import run_stage, validate
+    from ..runner import run_stage, validate
 
     steps = step_configs(cfg, base_overrides)
     problems = []
