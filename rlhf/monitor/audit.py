@@ -18,7 +18,7 @@ def audit_scorers(cfg, reward_scorer, conversational: bool = False) -> dict:
     PPO scores it, on prompt + response) or a judge (a name of `rlhf.judges` or module.attr, given the
     prompts as plain text); `reward_scorer(cfg, run_dir, what, conversational)` loads a reward
     model (`rlhf.stages.evaluator.reward_scorer`); none named while the stage optimises one member of an ensemble
-    (`rlhf.ensemble`): the other members. Loaded before anything trains, so a wrong entry fails in seconds."""
+    (`rlhf.monitor.ensemble`): the other members. Loaded before anything trains, so a wrong entry fails in seconds."""
     entries = list(cfg.evaluation.get("audit_reward_models") or [])
     if not entries and "reward_aggregate" in cfg.stage:  # one member of an ensemble optimised: the others audit it
         from .ensemble import other_members

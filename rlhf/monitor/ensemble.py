@@ -13,7 +13,7 @@ members.
 An online stage pointed at an ensemble (`stage.reward_model`) optimises `stage.reward_aggregate`:
 `member` (member `stage.reward_member`), `mean`, `min` (worst-case, WCO) or `mean_minus_std`
 (uncertainty-weighted, UWO: mean − `stage.reward_lambda`·std over members), Coste et al. eq. 2-4.
-With `member`, the other members become the audit reward models (`rlhf.audit`) unless
+With `member`, the other members become the audit reward models (`rlhf.monitor.audit`) unless
 `evaluation.audit_reward_models` names others.
 """
 

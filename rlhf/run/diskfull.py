@@ -6,7 +6,7 @@ The error reaches us in many shapes: `OSError(ENOSPC)` from Python's own writes,
 "No space left on device" from safetensors; each chained to the next. `cause` finds it anywhere in
 the chain; `where` names the file (when an OSError carries it) or the checkpoint being written.
 A partial checkpoint is never resumed from: it lacks trainer_state.json (written last) or its
-files are cut short, and `rlhf.resume.last_complete_checkpoint` skips it either way.
+files are cut short, and `rlhf.run.resume.last_complete_checkpoint` skips it either way.
 """
 
 from __future__ import annotations
