@@ -159,5 +159,6 @@ def test_memory_stays_bounded_on_200k_rows(tmp_path, assets_dir):
                          capture_output=True, text=True, timeout=900)
     assert res.returncode == 0, res.stderr[-3000:]
     out = json.loads(res.stdout.strip().splitlines()[-1])
-    assert out["valid"] == 200_000 and (out["train"], out["eval"]) == (190_000, 10_000)
+    # split by prompt (every prompt distinct here): each held out with probability 0.05, ~10,000 +- 97
+    assert out["valid"] == 200_000 and out["train"] + out["eval"] == 200_000 and abs(out["eval"] - 10_000) < 600
     assert out["check_mib"] < 400 and out["load_mib"] < 400, out
