@@ -47,7 +47,8 @@ def test_eval_agrees_between_backends_within_sampling_noise(ppo_run, llama64, co
     out = {}
     for backend in ("hf", "vllm"):
         gen = VLLM_OVERRIDES if backend == "vllm" else ["generation=hf"]
-        run(compose_any("stage=eval", *QUIET, *gen, f"model.init_from={root / 'ppo'}", "evaluation.max_prompts=16",
+        run(compose_any("stage=eval", *QUIET, *gen, f"model.name_or_path={llama64}", f"model.init_from={root / 'ppo'}",
+                        "evaluation.max_prompts=16",
                         "evaluation.generation.num_samples=4"), root / f"eval-{backend}")
         out[backend] = json.loads((root / f"eval-{backend}" / "eval.json").read_text())["per_sample"]
     for key in ("kl", "policy_len", "gold_policy"):
