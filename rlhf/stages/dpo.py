@@ -82,7 +82,7 @@ def problems(cfg: DictConfig) -> list[str]:
     return out
 
 
-def _pretokenized(trainer_cls):
+def pretokenized(trainer_cls):
     """DPOTrainer taking rows already tokenised by PreferenceEncoder (prompt_ids/chosen_ids/rejected_ids)."""
 
     class PretokenizedDPOTrainer(trainer_cls):
@@ -118,7 +118,7 @@ def run(cfg: DictConfig, run_dir: Path):
             cfg.model, ref_source, tokenizer, whole=not distributed.uses_deepspeed(cfg))
         log.info("policy %s: %s; reference: %s", source, count_parameters(model),
                  "the policy with its LoRA adapter disabled" if ref is None else ref_source)
-        trainer = _pretokenized(DPOTrainer)(
+        trainer = pretokenized(DPOTrainer)(
             model=model, ref_model=ref, args=args, processing_class=tokenizer,
             train_dataset=splits.train_features,
             eval_dataset=splits.eval_features if splits.eval else None,

@@ -81,14 +81,9 @@ def _reference_free(trainer_cls, objective: str, gamma_beta_ratio: float | None)
 
     from rlhf.reward.ref_free import orpo_loss, simpo_loss
 
-    class ReferenceFreeTrainer(trainer_cls):
-        def _prepare_dataset(self, dataset, processing_class, args, dataset_name):
-            missing = {"prompt_ids", "chosen_ids", "rejected_ids"} - set(dataset.column_names)
-            if missing:
-                raise ValueError(f"the {dataset_name} dataset lacks {sorted(missing)}: encode it with "
-                                 "rlhf.data.PreferenceEncoder")
-            return dataset
+    from .dpo import pretokenized
 
+    class ReferenceFreeTrainer(pretokenized(trainer_cls)):  # our PreferenceEncoder's rows, as DPO takes them
         def _precompute_ref_logps(self, dataset, name, batch_size):
             return dataset  # no reference: nothing to precompute
 
