@@ -105,8 +105,13 @@ def quantiles(lengths: Sequence[int]) -> dict[str, int]:
     return {"p50": int(round(p50)), "p90": int(round(p90)), "p99": int(round(p99)), "max": int(x.max())}
 
 
-def _share(n: int, total: int) -> float:
-    return round(n / total, 4) if total else 0.0
+def _share(n: int, total: int) -> float | None:
+    """n / total to 4 places; None (JSON null) over zero rows: a share of nothing is undefined, not 0."""
+    return round(n / total, 4) if total else None
+
+
+def _pct(share: float | None) -> str:
+    return "n/a (no rows)" if share is None else f"{share:.1%}"
 
 
 def _text(x: Any) -> str:
@@ -150,14 +155,14 @@ def format_preflight(report: dict[str, Any]) -> str:
             lines.append(f"  tokens per sequence ({tokens['tokenizer']}): p50 {q['p50']}, p90 {q['p90']}, "
                          f"p99 {q['p99']}, max {q['max']}")
         lines.append(f"  rows longer than max_length {tokens['max_length']}: {tokens['truncated_rows']} "
-                     f"({tokens['truncated_share']:.1%}); {tokens['rule']}")
+                     f"({_pct(tokens['truncated_share'])}); {tokens['rule']}")
         if "trained_token_share" in tokens:
             lines.append(f"  tokens carrying loss: {tokens['trained_tokens']} of {tokens['tokens']} "
-                         f"({tokens['trained_token_share']:.1%})")
+                         f"({_pct(tokens['trained_token_share'])})")
     pairs = report.get("pairs")
     if pairs:
         lines.append(
-            f"  near-identical chosen/rejected (difflib ratio >= {pairs['threshold']}): {pairs['near_identical_share']:.1%}"
+            f"  near-identical chosen/rejected (difflib ratio >= {pairs['threshold']}): {_pct(pairs['near_identical_share'])}"
         )
     for w in report.get("warnings", []):
         lines.append(f"  warning: {w}")

@@ -65,3 +65,16 @@ def test_preflight_reports_bad_rows_but_raises_for_a_missing_file(write_jsonl, t
     assert "chosen_equals_rejected: 1 rows" in format_preflight(report)
     with pytest.raises(UserError, match="does not exist"):
         preflight(DataConfig(kind="pair", source=str(tmp_path / "missing.jsonl"), format="canonical"))
+
+
+def test_shares_over_zero_valid_rows_are_undefined_not_zero(tmp_path, tokenizer):
+    """Every row invalid: the shares over valid rows are null in the report ("n/a" in the text), not a
+    made-up 0.0 that reads as "no pair near-identical, nothing truncated"."""
+    src = tmp_path / "bad.jsonl"
+    src.write_text("".join(json.dumps({"prompt": "p", "chosen": "", "rejected": "x"}) + "\n" for _ in range(3)))
+    r = preflight(DataConfig(kind="pair", source=str(src), format="canonical", eval_fraction=0.0), RewardEncoder(tokenizer, 64))
+    assert r["valid"] == 0 and r["invalid"]["total"] == 3
+    assert r["pairs"]["near_identical_share"] is None and r["tokens"]["truncated_share"] is None
+    text = format_preflight(r)
+    assert "n/a (no rows)" in text and "0.0%" not in text
+    json.dumps(r)
