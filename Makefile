@@ -46,9 +46,10 @@ $(VLLM_STAMP): pyproject.toml
 demo: install
 	$(VENV)/bin/rlhf pipeline=demo $(ARGS)
 
-# The main suite in .venv (the vLLM tests skip there: no vllm), then the vLLM tests (marker vllm) in .venv-vllm.
+# The main suite in .venv (the vLLM tests skip there: no vllm; the 30 slowest tests listed, to keep CI in
+# its budget), then the vLLM tests (marker vllm) in .venv-vllm.
 test: install vllm-env
-	$(PY) -m pytest -q $(ARGS)
+	$(PY) -m pytest -q --durations=30 $(ARGS)
 	$(VLLM_PY) -m pytest -q -m vllm tests/engines $(VLLM_ARGS)
 
 lint: install

@@ -231,9 +231,7 @@ def main() -> None:
     from .cmdline import one_config_repository, wants_help
 
     global _held
-    # Not under -m: a launcher (submitit) pickles the process's state, and a stand-in stderr is not picklable.
-    multirun = any(a in ("-m", "--multirun") for a in sys.argv[1:])
-    _held = None if os.environ.get("HYDRA_FULL_ERROR") == "1" or multirun else cmdline.HeldStderr()
+    _held = None if os.environ.get("HYDRA_FULL_ERROR") == "1" else cmdline.HeldStderr()
     try:
         with one_config_repository() if wants_help(sys.argv[1:]) else nullcontext(), _held or nullcontext():
             try:

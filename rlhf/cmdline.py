@@ -138,6 +138,11 @@ class HeldStderr:
             sys.stderr = self.real
         return False
 
+    def __reduce__(self):
+        # A launcher that pickles the task's state (submitit) meets this object (rlhf.cli holds it):
+        # it unpickles as one already released, forwarding to the stderr of the process that loads it.
+        return (_released, ())
+
     def release(self) -> None:
         if not self.released:
             self.released = True
@@ -161,6 +166,12 @@ class HeldStderr:
             else:
                 out, listing = f"{out}; {ln}", False
         return out or "the command line was refused"
+
+
+def _released() -> HeldStderr:
+    held = HeldStderr()
+    held.released = True
+    return held
 
 
 HELP_FLAGS = ("--help", "-h", "--hydra-help")

@@ -46,3 +46,13 @@ def test_sweep_members_go_under_run_dir_and_record_the_dir_they_used(cli, tmp_pa
     assert out.returncode == 0, out.stderr[-3000:]
     assert f"run dir {sw / '0'} already holds a finished run (artifact.json): using {sw / '0-1'}" in out.stdout + out.stderr
     assert yaml.safe_load((sw / "0-1" / "config.yaml").read_text())["run_dir"] == str(sw / "0-1")
+
+
+def test_a_bad_override_under_multirun_is_one_line_and_exit_2(cli, tmp_path):
+    """Under -m a composition error was Hydra's several-line report with its HYDRA_FULL_ERROR hint;
+    now as without -m: one `rlhf: error:` line naming the key, exit 2, nothing run."""
+    out = cli("-m", "stage=sft", "debug=smoke", "logger=none", "trainer.nosuchkey=1,2", f"run_dir={tmp_path / 'sw'}")
+    assert out.returncode == 2
+    lines = [ln for ln in out.stderr.splitlines() if ln.strip()]
+    assert lines == [lines[0]] and lines[0].startswith("rlhf: error: Could not override 'trainer.nosuchkey'")
+    assert "HYDRA_FULL_ERROR" not in out.stderr and not (tmp_path / "sw" / "0").exists()
