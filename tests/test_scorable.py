@@ -66,10 +66,12 @@ def demo(tmp_path, assets):
 def test_iterative_dpo_with_a_reward_model_too_short_for_its_responses_exits_2_before_a_model_loads(
         cli, demo, tmp_path, assets):
     _reward(demo / "reward", _gpt2(assets), max_length=16)
-    res = cli("pipeline=iterative_dpo", "rounds=1", "logger=none")
+    res = cli("pipeline=iterative_dpo", "rounds=2", "logger=none")
     assert res.returncode == 2, res.stderr[-3000:]
     err = res.stderr
-    assert "Traceback" not in err and "step round1_generate" in err and "stage.reward_model" in err
+    assert "Traceback" not in err and "stage.reward_model" in err
+    # round 1 samples from the SFT model; round 2 from round 1's DPO policy, which is not trained yet
+    assert "step round1_generate" in err and "step round2_generate" in err
     assert str(demo / "reward") in err and str(demo / "sft") in err  # both run dirs
     assert "up to 48 policy tokens" in err and "max_length 16" in err  # what differs
     pdir = tmp_path / "runs" / "iterative_dpo" / "pipeline"

@@ -8,7 +8,7 @@ cannot work:
 
 - coverage: its tokenizer cannot represent the policy's text. The probe is the policy's vocabulary
   decoded piece by piece (pieces that are partial UTF-8 bytes, whitespace or control characters
-  skipped); a piece is lost when the reward model's tokenizer maps it to its unknown token or its
+  skipped; at most `PROBE_PIECES`, evenly spaced); a piece is lost when the reward model's tokenizer maps it to its unknown token or its
   round trip (encode -> decode) loses characters, compared after Unicode NFKD with accents, case,
   whitespace and control characters removed (what a BERT-style normaliser drops on purpose). More
   than `LOST_SHARE` of the pieces lost is refused.
@@ -39,6 +39,7 @@ from typing import Any
 from ..errors import UserError
 from .artifacts import MANIFEST, read_artifact
 
+PROBE_PIECES = 4096  # pieces of the policy's vocabulary probed (evenly spaced): a 50k vocabulary in about a second
 LOST_SHARE = 0.01  # a few exotic pieces (emoji in a BERT vocabulary) do not stop a reward model scoring; more do
 DIALOGUE_FORMATS = ("hh_rlhf", "oasst_trees")  # presets that give conversations under data.conversational=auto
 RESPONSE_KEYS = ("stage.generation.max_new_tokens", "trainer.max_new_tokens", "trainer.max_completion_length")
@@ -55,12 +56,16 @@ def problems(cfg, policy_text: bool, planned: dict[str, Any] | None = None) -> l
     """What each reward model of `cfg` cannot score (module docstring), one line each naming the config
     key, the reward model's run dir, the policy's and what differs. `policy_text`: the stage writes
     text with a causal LM (its evaluation scores it). `planned`: {resolved run dir: step config} of a
-    pipeline; given, only reward models that are planned steps without an artifact yet are checked
-    (the others were by `rlhf.config.validate`). Problems this check cannot decide (a missing artifact, a
+    pipeline; given, only what `rlhf.config.validate` could not see is checked: reward models that are
+    planned steps without an artifact yet, and every reward model of a step whose policy is planned. Problems this check cannot decide (a missing artifact, a
     damaged manifest) are left to the checks that own them."""
     rms = reward_models(cfg, policy_text)
-    if planned is not None:
-        rms = [(k, d) for k, d in rms if not (Path(d) / MANIFEST).is_file() and _key(d) in planned]
+    if planned is not None:  # what validation could not see: a planned policy, or a planned reward model
+        try:
+            known = _tokenizer_path(cfg.model, {}) is not None
+        except UserError:
+            known = False
+        rms = [(k, d) for k, d in rms if not known or (not (Path(d) / MANIFEST).is_file() and _key(d) in planned)]
     if not rms:
         return []
     try:
@@ -232,6 +237,7 @@ def _probe_cached(policy: _Keyed, rm: _Keyed) -> tuple[list[str], int, float]:
     pol, tok = policy.tok, rm.tok
     special = set(pol.all_special_ids)
     ids = [i for i in range(len(pol)) if i not in special]
+    ids = ids[:: max(1, len(ids) // PROBE_PIECES)]
     texts = [t for t in pol.batch_decode([[i] for i in ids]) if "\ufffd" not in t and _normal(t)]
     if not texts:
         return [], 1, 1.0
@@ -240,7 +246,7 @@ def _probe_cached(policy: _Keyed, rm: _Keyed) -> tuple[list[str], int, float]:
     unk = tok.unk_token_id if tok.unk_token is not None and tok.unk_token not in (tok.eos_token, tok.bos_token) else None
     lost = [t for t, e, b in zip(texts, enc, back, strict=True)
             if (unk is not None and unk in e) or _normal(t) != _normal(b)]
-    sample = " ".join(texts)
-    n_pol = len(pol(sample, add_special_tokens=False, verbose=False)["input_ids"])
-    n_rm = len(tok(sample, add_special_tokens=False, verbose=False)["input_ids"])
+    chunks = ["".join(texts[i : i + 32]) for i in range(0, len(texts), 32)]  # text of ~32 pieces each
+    n_pol = sum(map(len, pol(chunks, add_special_tokens=False, verbose=False)["input_ids"]))
+    n_rm = sum(map(len, tok(chunks, add_special_tokens=False, verbose=False)["input_ids"]))
     return lost, len(texts), (n_rm / n_pol if n_pol else 1.0)
