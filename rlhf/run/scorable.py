@@ -57,8 +57,9 @@ def problems(cfg, policy_text: bool, planned: dict[str, Any] | None = None) -> l
     key, the reward model's run dir, the policy's and what differs. `policy_text`: the stage writes
     text with a causal LM (its evaluation scores it). `planned`: {resolved run dir: step config} of a
     pipeline; given, only what `rlhf.config.validate` could not see is checked: reward models that are
-    planned steps without an artifact yet, and every reward model of a step whose policy is planned. Problems this check cannot decide (a missing artifact, a
-    damaged manifest) are left to the checks that own them."""
+    planned steps without an artifact yet, and every reward model of a step whose policy is planned.
+    Problems this check cannot decide (a missing artifact, a damaged manifest) are left to the checks
+    that own them."""
     rms = reward_models(cfg, policy_text)
     if planned is not None:  # what validation could not see: a planned policy, or a planned reward model
         try:
