@@ -28,11 +28,11 @@ def _policy(run_dir: Path, assets: Path) -> Path:
     return run_dir
 
 
-def _reward(run_dir: Path, tokenizer, max_length: int) -> Path:
+def _reward(run_dir: Path, tokenizer, max_length: int, **extra) -> Path:
     """A reward artifact's manifest and tokenizer files, trained at `max_length` tokens."""
     tokenizer.save_pretrained(run_dir / "model")
     write_artifact(run_dir, Artifact(stage="reward", kind="reward", model_dir="model", tokenizer_dir="model",
-                                     base_model="tiny", extra={"max_length": max_length}))
+                                     base_model="tiny", extra={"max_length": max_length, **extra}))
     return run_dir
 
 
@@ -87,12 +87,18 @@ def test_a_reward_model_with_another_tokenizer_that_holds_the_text_is_accepted(c
     validate(compose("stage=dpo", f"model.init_from={demo / 'sft'}", f"evaluation.reward_model={demo / 'reward'}"))
 
 
-def test_a_vocabulary_that_maps_the_policy_text_to_unknown_is_refused(compose, demo):
+def test_a_vocabulary_that_maps_the_policy_text_to_unknown_is_refused(compose, demo, assets):
     _reward(demo / "words", _word_level(), max_length=512)
     cfg = compose("stage=dpo", f"model.init_from={demo / 'sft'}", f"evaluation.reward_model={demo / 'words'}")
     with pytest.raises(UserError, match=r"evaluation.reward_model: the reward model .*words cannot score the text "
                                         r"of the policy .*sft: its tokenizer \(8 tokens\) loses \d+ of the \d+ pieces"):
         validate(cfg)
+    # an ensemble (rlhf.monitor.ensemble): each member is checked
+    _reward(demo / "ens" / "members" / "1", _word_level(), max_length=512)
+    _reward(demo / "ens", _gpt2(assets), max_length=512, ensemble=["members/1"])
+    with pytest.raises(UserError, match=r"stage.reward_model \(member 0\): the reward model .*members/1 cannot"):
+        validate(compose("stage=ppo", f"model.init_from={demo / 'sft'}", f"stage.reward_model={demo / 'ens'}",
+                         "stage.value_from=policy"))
     # not the evaluation's to check when it is off
     validate(compose("stage=dpo", f"model.init_from={demo / 'sft'}", f"evaluation.reward_model={demo / 'words'}",
                      "evaluation.enabled=false"))
