@@ -5,7 +5,8 @@ What is checked, for one stage or for every step of a pipeline before the first 
 the `stage:` node against its stage's `Options` schema (unknown keys with a did-you-mean, types,
 ranges), the `model:`, `evaluation:`, `launch:` and `data:` nodes against theirs, the `trainer:` node
 against the stage's trainer config class (TRL's, or our PPOConfig): unknown keys, types and ranges
-of the numeric options, the DeepSpeed node's values, and each stage's own cross-field rules.
+of the numeric options, the DeepSpeed node's values, each stage's own cross-field rules, and that
+each reward model the run uses can score the policy's text (rlhf.run.scorable).
 """
 
 from __future__ import annotations
@@ -77,6 +78,10 @@ def validate(cfg: DictConfig, stage) -> None:
         problems += trainer_problems(stage.TRAINER, node["trainer"], node["model"])
     if hasattr(stage, "problems") and not missing:
         problems += stage.problems(cfg)
+    if not missing:  # each reward model can score the policy's text (tokenizer files only: rlhf.run.scorable)
+        from .run.scorable import problems as scoring_problems
+
+        problems += scoring_problems(cfg, policy_text=getattr(getattr(stage, "FACTS", None), "model", "") == "causal")
     # a missing value is said once, not again by the node's own check
     problems = [p for p in problems if p.split(":")[0] not in missing or "a value is required" in p]
     if problems:

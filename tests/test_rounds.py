@@ -91,5 +91,6 @@ def test_rounds_run_skip_when_finished_and_draw_one_frontier_line(cli, tmp_path)
     assert report.returncode == 0, report.stderr[-2000:]
     rows = json.loads((pdir / "frontier.json").read_text())
     assert sorted((r["method"], r["knob"]) for r in rows) == [("rounds_smoke", "round 1"), ("rounds_smoke", "round 2")]
-    # every round measured against the SFT model, so the rounds' KL lie on one axis
+    # every round measured against the SFT model, so the rounds' KL lie on one axis; eval.json says so
     assert f"reference: {pdir / 'sft'}" in cfg2
+    assert json.loads((pdir / "round2_dpo" / "eval.json").read_text())["reference_dir"] == str(pdir / "sft")

@@ -97,6 +97,22 @@ def test_dpo_curves_and_config_in_tensorboard_under_the_history_names(base, comp
     assert "policy" in _tb_text(acc, "policy_eval/samples") and "eval/samples/text_summary" in acc.Tags()["tensors"]
 
 
+def test_curves_measure_against_the_training_reference_the_final_evaluation_against_evaluation_reference(
+        base, compose, tmp_path):
+    """DPO from the base model with a step too small to move it: the curve point's KL is against the model
+    DPO trains against (the base model: ~0), the final evaluation's against `evaluation.reference` (the
+    SFT policy: > 0); metrics and eval.json name each."""
+    d = tmp_path / "dpo"
+    art = run(compose("stage=dpo", "logger=none", "debug=smoke", "trainer.max_steps=1", "trainer.learning_rate=1e-9",
+                      "trainer.eval_strategy=no", "model.max_length=128", "data.on_invalid=drop", *EVAL,
+                      "evaluation.every_steps=1", f"evaluation.reference={base / 'sft'}"), d)
+    m, ev = art.metrics, json.loads((d / "eval.json").read_text())
+    assert m["policy_eval_curve_reference"] == art.extra["reference_dir"] != str(base / "sft")
+    assert ev["reference_dir"] == m["policy_eval"]["reference_dir"] == str(base / "sft")
+    (point,) = m["policy_eval_curve"]
+    assert abs(point["kl"]) < 1e-3 < ev["kl"], (point["kl"], ev["kl"])
+
+
 def test_ppo_writes_tensorboard_events_and_curves(base, compose, tmp_path):
     d = tmp_path / "ppo"
     run(compose("stage=ppo", "logger=tensorboard", "debug=smoke", f"model.init_from={base / 'sft'}",

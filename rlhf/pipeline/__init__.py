@@ -69,6 +69,23 @@ def _online(cfg: DictConfig) -> bool:
         return False
 
 
+def planned_scoring_problems(steps: list[tuple[str, DictConfig]]) -> list[str]:
+    """Each step's reward models that an earlier step will train: can they score the step's policy's
+    text (rlhf.run.scorable; those already trained were checked by each step's validation)."""
+    from ..run.scorable import problems as scoring_problems
+    from ..stages import facts
+
+    planned = {str(Path(c.run_dir).expanduser().resolve()): c for _, c in steps}
+    out = []
+    for name, step_cfg in steps:
+        try:
+            causal = facts(step_cfg.stage).model == "causal"
+        except UserError:
+            continue  # an unknown stage: said by validation
+        out += [f"step {name}: {p}" for p in scoring_problems(step_cfg, policy_text=causal, planned=planned)]
+    return out
+
+
 def run_pipeline(cfg: DictConfig, base_overrides: list[str]) -> dict:
     from ..runner import run_stage, validate
 
@@ -79,6 +96,7 @@ def run_pipeline(cfg: DictConfig, base_overrides: list[str]) -> dict:
             validate(step_cfg)
         except UserError as e:
             problems.append(f"step {name}: {e.message}")
+    problems += planned_scoring_problems(steps)
     if problems:
         raise UserError(problems, title="pipeline config")
     results: dict = {}

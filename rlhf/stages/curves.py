@@ -119,6 +119,9 @@ class Curves:
         the best point's weights are put back into `policy`, and `extra["published"]` says which step,
         why, and the last step's figures beside it."""
         metrics["policy_eval_curve"] = self.points
+        # the points measure KL against the model the stage trains against (a LoRA policy's: its starting
+        # weights, the adapter off), whatever `evaluation.reference` the final evaluation is measured against
+        metrics["policy_eval_curve_reference"] = str(extra.get("reference_dir"))
         metrics["policy_eval_curve_seconds"] = self.seconds
         mon = self.monitor
         if mon is None:

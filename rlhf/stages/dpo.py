@@ -17,8 +17,9 @@ from omegaconf import DictConfig
 from .. import distributed
 from . import StageFacts, beta_knob, common
 from .curves import Curves, attach
-from .evaluator import PolicyEvaluator, finish_policy, policy_model_dir
+from .evaluator import PolicyEvaluator, policy_model_dir
 from .inputs import policy_inputs, row_metrics
+from .offline import train_and_finish
 
 log = logging.getLogger(__name__)
 
@@ -128,25 +129,12 @@ def run(cfg: DictConfig, run_dir: Path):
                                               len(trainer.eval_dataset) if splits.eval else 0),
                          "loss_type": list(args.loss_type), "beta": args.beta, **count_parameters(model),
                          "reference_in_memory": trainer.ref_model is not None}
-        if splits.eval:
-            common.before_training(trainer, lambda: metrics.update(_dpo_eval(trainer, "eval_before")))
-        out = ctx.train(trainer)
-        metrics["train_loss"] = out.training_loss
-        metrics["train_runtime_s"] = out.metrics.get("train_runtime")
-        extra = {"reference_dir": str(cfg.stage.reference or (init_art.run_dir if init_art else source))}
-        if curves is not None:  # the monitors' summary; under monitor.publish=best the best point's policy
-            curves.conclude(trainer.state.global_step, trainer.model, metrics, extra)
-        if splits.eval:
-            metrics.update(_dpo_eval(trainer, "eval"))
-            log.info("DPO held-out margin %.3f -> %.3f, accuracy %.3f -> %.3f",
-                     metrics.get("eval_before_margin", float("nan")), metrics.get("eval_margin", float("nan")),
-                     metrics.get("eval_before_accuracy", float("nan")), metrics.get("eval_accuracy", float("nan")))
-
         # In one process the in-memory reference (None under LoRA: the adapter disabled); under
         # DeepSpeed / several processes rank 0 evaluates the saved policy (evaluator.finish_policy).
-        reference = trainer.ref_model if not distributed.uses_deepspeed(cfg) else None
-        return finish_policy(ctx, evaluator, trainer.model, tokenizer, metrics, source=ref_source,
-                             reference=reference, engine=trainer.deepspeed, extra=extra)
+        return train_and_finish(ctx, trainer, splits, evaluator=evaluator, curves=curves, tokenizer=tokenizer,
+                                metrics=metrics, held_out=_dpo_eval, name="DPO", source=ref_source,
+                                reference_dir=cfg.stage.reference or (init_art.run_dir if init_art else source),
+                                reference=trainer.ref_model if not distributed.uses_deepspeed(cfg) else None)
 
 
 def _dpo_eval(trainer, prefix: str) -> dict:

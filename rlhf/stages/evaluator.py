@@ -26,6 +26,7 @@ def finish_policy(ctx: StageContext, evaluator: PolicyEvaluator | None, model, t
     reference loaded from `source` while the other ranks wait; the result reaches every rank.
     """
     cfg = ctx.cfg
+    against = str(cfg.evaluation.get("reference") or (extra or {}).get("reference_dir") or source)
     if evaluator is not None and cfg.evaluation.get("reference"):  # measure against a given policy instead
         source = policy_model_dir(cfg.evaluation.reference, "evaluation.reference")
         reference = load_reference(cfg, source, tokenizer) if not distributed.launched() else None
@@ -33,20 +34,21 @@ def finish_policy(ctx: StageContext, evaluator: PolicyEvaluator | None, model, t
         if evaluator is not None:
             if reference is None and cfg.peft.method == "none":
                 reference = load_reference(cfg, source, tokenizer)
-            metrics["policy_eval"] = evaluator.run(ctx, model, reference)
+            metrics["policy_eval"] = evaluator.run(ctx, model, reference, against)
         return finish(ctx, kind="policy", model=model, tokenizer=tokenizer, metrics=metrics, extra=extra)
     saved = save(ctx, model, tokenizer, engine)
     distributed.barrier()
     if evaluator is not None:
-        metrics["policy_eval"] = distributed.on_main(_evaluate_saved, ctx, evaluator, saved[0], source)
+        metrics["policy_eval"] = distributed.on_main(_evaluate_saved, ctx, evaluator, saved[0], source, against)
     return finish(ctx, kind="policy", model=None, tokenizer=tokenizer, metrics=metrics, extra=extra, saved=saved)
 
 
-def _evaluate_saved(ctx: StageContext, evaluator: PolicyEvaluator, model_dir: str, source: str) -> dict:
+def _evaluate_saved(ctx: StageContext, evaluator: PolicyEvaluator, model_dir: str, source: str,
+                    against: str | None = None) -> dict:
     from ..models import load_frozen_policy
 
     policy = load_frozen_policy(ctx.cfg.model, str(ctx.run_dir / model_dir), evaluator.tokenizer)
-    return evaluator.run(ctx, policy, load_reference(ctx.cfg, source, evaluator.tokenizer))
+    return evaluator.run(ctx, policy, load_reference(ctx.cfg, source, evaluator.tokenizer), against)
 
 
 @dataclass
@@ -106,8 +108,9 @@ class PolicyEvaluator:
 
         return engine_for(self.generation, policy)
 
-    def run(self, ctx: StageContext, policy, reference) -> dict:
-        """Evaluate, write eval.json into the run dir, log to W&B, print the table."""
+    def run(self, ctx: StageContext, policy, reference, against: str | None = None) -> dict:
+        """Evaluate, write eval.json into the run dir, log to W&B, print the table. `against`: the run
+        (or model) dir the reference is, recorded as `reference_dir` (KL and win rates are against it)."""
         from ..evaluation import evaluate_policy, format_eval
         from ..models import stop_token_ids
         from ..run.artifacts import write_json_atomic
@@ -116,6 +119,8 @@ class PolicyEvaluator:
                                  stop_ids=stop_token_ids(self.tokenizer), reference=reference, judge=self.judge,
                                  reward=self.reward, n_show=self.n_show, engine=self.engine(policy),
                                  scorers=self.scorers)
+        if against is not None:
+            result["reference_dir"] = against
         write_json_atomic(ctx.run_dir / "eval.json", result)
         if ctx.tracker is not None:
             ctx.tracker.log_eval(result, "eval", ctx.tracker.last_step, summary=True)

@@ -24,8 +24,9 @@ from .. import distributed
 from ..errors import UserError
 from . import StageFacts, beta_knob, common, stage_name
 from .curves import Curves, attach
-from .evaluator import PolicyEvaluator, finish_policy
+from .evaluator import PolicyEvaluator
 from .inputs import policy_inputs, row_metrics
+from .offline import train_and_finish
 
 log = logging.getLogger(__name__)
 
@@ -140,22 +141,10 @@ def run(cfg: DictConfig, run_dir: Path):
                          "undesirable_rows": n_und, "desirable_weight": args.desirable_weight,
                          "undesirable_weight": args.undesirable_weight, "weights": "given" if given else "balanced",
                          **count_parameters(model), "reference_in_memory": trainer.ref_model is not None}
-        if splits.eval:
-            common.before_training(trainer, lambda: metrics.update(_kto_eval(trainer, "eval_before")))
-        out = ctx.train(trainer)
-        metrics["train_loss"] = out.training_loss
-        metrics["train_runtime_s"] = out.metrics.get("train_runtime")
-        extra = {"reference_dir": init_art.run_dir if init_art else source}
-        if curves is not None:  # the monitors' summary; under monitor.publish=best the best point's policy
-            curves.conclude(trainer.state.global_step, trainer.model, metrics, extra)
-        if splits.eval:
-            metrics.update(_kto_eval(trainer, "eval"))
-            log.info("KTO held-out margin %.3f -> %.3f, KL %.3f",
-                     metrics.get("eval_before_margin", float("nan")), metrics.get("eval_margin", float("nan")),
-                     metrics.get("eval_kl", float("nan")))
-        reference = trainer.ref_model if not distributed.uses_deepspeed(cfg) else None
-        return finish_policy(ctx, evaluator, trainer.model, tokenizer, metrics, source=source,
-                             reference=reference, engine=trainer.deepspeed, extra=extra)
+        return train_and_finish(ctx, trainer, splits, evaluator=evaluator, curves=curves, tokenizer=tokenizer,
+                                metrics=metrics, held_out=_kto_eval, name="KTO", source=source,
+                                reference_dir=init_art.run_dir if init_art else source,
+                                reference=trainer.ref_model if not distributed.uses_deepspeed(cfg) else None)
 
 
 def _kto_eval(trainer, prefix: str) -> dict:

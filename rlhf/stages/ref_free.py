@@ -22,8 +22,9 @@ from omegaconf import DictConfig
 
 from . import StageFacts, common
 from .curves import Curves, attach
-from .evaluator import PolicyEvaluator, finish_policy, load_reference
+from .evaluator import PolicyEvaluator, load_reference
 from .inputs import policy_inputs, row_metrics
+from .offline import train_and_finish
 
 log = logging.getLogger(__name__)
 
@@ -146,21 +147,9 @@ def run(cfg: DictConfig, run_dir: Path):
                                        len(trainer.eval_dataset) if splits.eval else 0),
                          "objective": objective, "beta": args.beta, "gamma_beta_ratio": ratio,
                          **count_parameters(model), "reference_in_memory": trainer.ref_model is not None}
-        if splits.eval:
-            common.before_training(trainer, lambda: metrics.update(_eval(trainer, "eval_before")))
-        out = ctx.train(trainer)
-        metrics["train_loss"] = out.training_loss
-        metrics["train_runtime_s"] = out.metrics.get("train_runtime")
-        extra = {"reference_dir": init_art.run_dir if init_art else source}
-        if curves is not None:  # the monitors' summary; under monitor.publish=best the best point's policy
-            curves.conclude(trainer.state.global_step, trainer.model, metrics, extra)
-        if splits.eval:
-            metrics.update(_eval(trainer, "eval"))
-            log.info("%s held-out margin %.3f -> %.3f, accuracy %.3f", objective,
-                     metrics.get("eval_before_margin", float("nan")), metrics.get("eval_margin", float("nan")),
-                     metrics.get("eval_accuracy", float("nan")))
-        return finish_policy(ctx, evaluator, trainer.model, tokenizer, metrics, source=source,
-                             reference=None, engine=trainer.deepspeed, extra=extra)
+        return train_and_finish(ctx, trainer, splits, evaluator=evaluator, curves=curves, tokenizer=tokenizer,
+                                metrics=metrics, held_out=_eval, name=objective.upper(), source=source,
+                                reference_dir=init_art.run_dir if init_art else source)
 
 
 def _eval(trainer, prefix: str) -> dict:
