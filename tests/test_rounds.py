@@ -94,3 +94,28 @@ def test_rounds_run_skip_when_finished_and_draw_one_frontier_line(cli, tmp_path)
     # every round measured against the SFT model, so the rounds' KL lie on one axis; eval.json says so
     assert f"reference: {pdir / 'sft'}" in cfg2
     assert json.loads((pdir / "round2_dpo" / "eval.json").read_text())["reference_dir"] == str(pdir / "sft")
+
+
+def test_demo_dir_on_the_command_line_reaches_every_round_step(tmp_path):
+    """`rlhf pipeline=iterative_dpo demo_dir=<dir>`: the generate step's config does not declare
+    `demo_dir` (was: "Could not override 'demo_dir'" before anything ran); every step now composes and
+    the rounds start from, and score with, that directory's artifacts."""
+    from hydra import compose, initialize_config_module
+    from hydra.core.global_hydra import GlobalHydra
+
+    from rlhf.cli import register_resolvers
+    from rlhf.pipeline import step_configs
+    from rlhf.resources import CONFIG_MODULE
+
+    register_resolvers()
+    demo = tmp_path / "elsewhere"
+    overrides = ["pipeline=iterative_dpo", "rounds=2", f"demo_dir={demo}", "logger=none", f"paths.runs_dir={tmp_path}"]
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_module(config_module=CONFIG_MODULE, version_base="1.3"):
+            steps = step_configs(compose("config", overrides=overrides), overrides)
+    finally:
+        GlobalHydra.instance().clear()
+    assert [name for name, _ in steps] == ["round1_generate", "round1_dpo", "round2_generate", "round2_dpo"]
+    gen = dict(steps)["round1_generate"]
+    assert gen.model.init_from == str(demo / "sft") and gen.stage.reward_model == str(demo / "reward")

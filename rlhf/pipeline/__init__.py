@@ -25,6 +25,9 @@ from ..run.artifacts import MANIFEST, config_hash, read_artifact, strict_json
 log = logging.getLogger(__name__)
 SKIP = ("pipeline", "hydra")
 ROUND_KEYS = ("rounds", "reference")
+# Root knobs of the demo-based pipelines that only some steps' configs declare (experiment=demo_*):
+# passed to every step as `++key=value` (set where declared, a harmless extra key elsewhere).
+SHARED_ROOT_KEYS = ("demo_dir",)
 
 
 def step_configs(cfg: DictConfig, base_overrides: list[str]) -> list[tuple[str, DictConfig]]:
@@ -37,6 +40,7 @@ def step_configs(cfg: DictConfig, base_overrides: list[str]) -> list[tuple[str, 
     # (`rounds` and `reference` are the round pipelines' own root knobs: rlhf/pipeline/rounds.py)
     base = [o for o in base_overrides if o.split("=")[0].lstrip("+~") not in ROUND_KEYS
             and not o.split("=")[0].lstrip("+~").startswith(("pipeline", "hydra"))]
+    base = [f"++{o.lstrip('+')}" if o.split("=")[0].lstrip("+") in SHARED_ROOT_KEYS else o for o in base]
     out, names = [], set()
     for step in expand(cfg.pipeline):
         overrides = [*base, *(o.replace("{pipeline_dir}", str(pdir)) for o in step.overrides),
