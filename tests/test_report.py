@@ -194,3 +194,19 @@ def test_report_names_and_skips_a_broken_eval_json(sweep, tmp_path, capsys):
     assert f"skipping {tmp_path / 'cut' / 'eval.json'}: not valid JSON" in err
     assert f"skipping {tmp_path / 'nokl' / 'eval.json'}: kl: missing" in err
     assert [r["run"] for r in json.loads((tmp_path / "frontier.json").read_text())] == ["good"]
+
+
+@pytest.mark.slow
+def test_report_gives_an_eval_only_round_no_training_knobs(sweep, tmp_path):
+    """Rejection sampling's rounds are evaluated by a `stage=eval` step: its trainer section is the eval
+    stage's defaults, not the SFT step's, so the row shows no learning rate or beta (was: eval's 5e-4)."""
+    from rlhf.report.frontier import main
+
+    (tmp_path / "round1_eval").mkdir()
+    (tmp_path / "round1_eval" / "eval.json").write_text((sweep / "1" / "eval.json").read_text())
+    cfg = {"stage": {"name": "eval"}, "trainer": {"learning_rate": 5e-4, "beta": 0.1},
+           "rounds_of": "rejection_sampling", "round": 1, "evaluation": {"judge": "rlhf.judges.vader"}}
+    (tmp_path / "round1_eval" / "config.yaml").write_text(yaml.safe_dump(cfg))
+    assert main([str(tmp_path), "--no-wandb"]) == 0
+    (row,) = json.loads((tmp_path / "frontier.json").read_text())
+    assert (row["method"], row["knob"], row["learning_rate"], row["beta"]) == ("rejection_sampling", "round 1", None, None)

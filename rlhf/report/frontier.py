@@ -106,10 +106,12 @@ def collect(root: Path) -> list[dict]:
             skipped(ev_path, f"{score}_policy / {score}_reference: not numbers")
             continue
         method, knob = _placement(cfg)
+        trained_nothing = (cfg.get("stage") or {}).get("name") == "eval"
         rows.append({
             "run": str(run.relative_to(root)) or ".", "method": method, "knob": knob,
-            "beta": t.get("beta", t.get("kl_coef")),
-            "learning_rate": t.get("learning_rate"), "kl": ev["kl"], "score": score,
+            # a `stage=eval` run (rejection sampling's rounds) trained nothing: its trainer knobs are not its policy's
+            "beta": None if trained_nothing else t.get("beta", t.get("kl_coef")),
+            "learning_rate": None if trained_nothing else t.get("learning_rate"), "kl": ev["kl"], "score": score,
             "policy": ev[f"{score}_policy"], "reference": ev[f"{score}_reference"],
             "win_rate": ev.get(f"{score}_win_rate"), "rm_policy": ev.get("rm_policy"),
             "rm_reference": ev.get("rm_reference"), "length": ev.get("policy_len"),
