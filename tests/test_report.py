@@ -210,3 +210,27 @@ def test_report_gives_an_eval_only_round_no_training_knobs(sweep, tmp_path):
     assert main([str(tmp_path), "--no-wandb"]) == 0
     (row,) = json.loads((tmp_path / "frontier.json").read_text())
     assert (row["method"], row["knob"], row["learning_rate"], row["beta"]) == ("rejection_sampling", "round 1", None, None)
+
+
+@pytest.mark.slow
+def test_report_kl_max_ends_the_axis_and_names_the_points_beyond(sweep, capsys):
+    """`--kl-max`: the figure shows the low-KL range (one far point no longer squeezes the rest) and
+    says which points lie beyond; the table keeps every run; a bad value is one error, exit 2."""
+    from rlhf.report.frontier import collect, interval_note, judge_names, main
+    from rlhf.report.plot import figure
+
+    rows = collect(sweep)
+    kls = sorted(r["kl"] for r in rows)
+    cut = (kls[-2] + kls[-1]) / 2  # between the two farthest runs
+    fig = figure(rows, judges=judge_names(rows), note=interval_note(rows), kl_max=cut)
+    far = max(rows, key=lambda r: r["kl"])
+    for ax in fig.axes:
+        assert ax.get_xlim()[1] < far["kl"]
+        notes = [t.get_text() for t in ax.texts if "beyond" in t.get_text()]  # (the others: the points' labels)
+        assert notes == [f"1 point(s) beyond {cut:g} nats: {far['method']} {far['kl']:.0f}"]
+    assert main([str(sweep), "--no-wandb", "--kl-max", f"{cut}"]) == 0
+    assert len(json.loads((sweep / "frontier.json").read_text())) == len(rows)
+    capsys.readouterr()
+    assert main([str(sweep), "--no-wandb", "--kl-max", "0"]) == 2
+    err = capsys.readouterr().err
+    assert "--kl-max: expected a number of nats > 0, got 0" in err and "Traceback" not in err

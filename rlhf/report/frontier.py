@@ -228,8 +228,12 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="rlhf report", description=__doc__.split("\n")[0])
     ap.add_argument("dir", type=Path, help="a sweep (multirun) or pipeline directory holding eval.json files")
     ap.add_argument("--no-wandb", action="store_true", help="only write the PNG, markdown and JSON")
+    ap.add_argument("--kl-max", type=float, default=None, metavar="NATS",
+                    help="end the figure's KL axis here (the low-KL range; the table keeps every run)")
     a = ap.parse_args(argv)
     try:
+        if a.kl_max is not None and not a.kl_max > 0:
+            raise UserError(f"rlhf report: --kl-max: expected a number of nats > 0, got {a.kl_max:g}")
         if not a.dir.is_dir():
             raise UserError(f"rlhf report: {a.dir} is not a directory")
         rows = collect(a.dir)
@@ -241,7 +245,7 @@ def main(argv: list[str] | None = None) -> int:
     from .plot import plot
 
     png, md = a.dir / "frontier.png", a.dir / "frontier.md"
-    plot(rows, png, judges=judge_names(rows), note=interval_note(rows))
+    plot(rows, png, judges=judge_names(rows), note=interval_note(rows), kl_max=a.kl_max)
     md.write_text(markdown(rows))
     (a.dir / "frontier.json").write_text(json.dumps(rows, indent=2) + "\n")
     print(markdown(rows))
