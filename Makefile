@@ -64,14 +64,24 @@ bench: install
 gpu-wheels: install
 	$(PY) bench/gpu_wheels.py $(ARGS)
 
-# Reward-KL frontier on the demo's artifacts: ONE Hydra sweep over DPO, PPO, GRPO, KTO, SimPO and ORPO
-# at three KL leashes (conf/experiment/demo_*.yaml: leash 2 = twice as tight), then the report.
-# METHODS=demo_dpo,demo_ppo,demo_grpo for the three of the README's first frontier.
-LEASH ?= 0.5,1,2
+# Reward-KL frontier on the demo's artifacts (README "Reward-KL frontier"): an audit reward model (a
+# second reward model on the demo's pairs, seed 7, never optimised; reused if there), ONE Hydra sweep
+# over DPO, PPO, GRPO, KTO, SimPO and ORPO at three KL leashes (conf/experiment/demo_*.yaml: leash 3 =
+# three times as tight), the iterative-DPO and rejection-sampling pipelines (ROUNDS rounds), then the
+# report over all of them. METHODS=demo_dpo,demo_ppo,demo_grpo for the three of the first frontier.
+LEASH ?= 1,3,9
 METHODS ?= demo_dpo,demo_ppo,demo_grpo,demo_kto,demo_simpo,demo_orpo
+ROUNDS ?= 3
+AUDIT_RM := runs/demo/audit_reward
 frontier: demo
+	test -f $(AUDIT_RM)/artifact.json || $(VENV)/bin/rlhf stage=reward data=generated \
+	  data.source=runs/demo/pipeline/generate/data.jsonl model.init_from=runs/demo/pipeline/sft \
+	  model.max_length=128 trainer.learning_rate=1e-3 trainer.num_train_epochs=2 \
+	  trainer.per_device_train_batch_size=16 seed=7 experiment_name=demo logger=none run_dir=$(AUDIT_RM)
 	d=runs/frontier-$$(date +%Y%m%d-%H%M%S) && \
-	$(VENV)/bin/rlhf -m experiment=$(METHODS) "leash=$(LEASH)" hydra.sweep.dir=$$d $(ARGS) && \
+	$(VENV)/bin/rlhf -m experiment=$(METHODS) "leash=$(LEASH)" hydra.sweep.dir=$$d/sweep $(ARGS) && \
+	$(VENV)/bin/rlhf pipeline=iterative_dpo rounds=$(ROUNDS) pipeline.dir=$$d/iterative_dpo && \
+	$(VENV)/bin/rlhf pipeline=rejection_sampling rounds=$(ROUNDS) pipeline.dir=$$d/rejection_sampling && \
 	$(VENV)/bin/rlhf report $$d
 
 clean:

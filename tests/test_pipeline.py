@@ -44,7 +44,12 @@ def test_demo_pipeline_runs_every_step_then_skips_them_on_rerun(cli, tmp_path):
     assert third.returncode == 2 and "different config" in third.stderr and "Traceback" not in third.stderr
 
 
-    # one Hydra sweep over the three methods on the demo's artifacts, then the frontier report
+    # `make frontier`: the audit reward model (a second one, seed 7, as the Makefile trains it), one Hydra
+    # sweep over the three methods on the demo's artifacts, then the frontier report
+    audit = tmp_path / "runs" / "demo" / "audit_reward"
+    made = cli("stage=reward", "data=generated", f"data.source={pdir}/generate/data.jsonl", f"model.init_from={pdir}/sft",
+               "model.max_length=128", "seed=7", "experiment_name=demo", *SMOKE, f"run_dir={audit}")
+    assert made.returncode == 0, made.stderr[-3000:]
     sweep = tmp_path / "sweep"
     multi = cli("-m", "experiment=demo_dpo,demo_ppo,demo_grpo", "leash=1,2", *SMOKE, f"hydra.sweep.dir={sweep}")
     assert multi.returncode == 0, multi.stderr[-3000:]
@@ -54,6 +59,10 @@ def test_demo_pipeline_runs_every_step_then_skips_them_on_rerun(cli, tmp_path):
     assert sorted((r["method"], r["knob"]) for r in rows) == [
         ("dpo", "β=0.5"), ("dpo", "β=1"), ("grpo", "β=0.04"), ("grpo", "β=0.08"), ("ppo", "target=3"),
         ("ppo", "target=6")]
+    # the frontier presets' gold is per-sentence VADER, and every point is scored by the audit model too
+    assert {r["judge"] for r in rows} == {"rlhf.judges.vader_sentences"}
+    assert all(r["audit_policy"] is not None for r in rows)
+    assert str(audit) in (sweep / "0" / "config.yaml").read_text()
     assert (sweep / "frontier.png").is_file()
 
     # Optuna tunes DPO beta and learning rate on the same artifacts: each trial returns its gold score

@@ -194,3 +194,43 @@ def test_report_names_and_skips_a_broken_eval_json(sweep, tmp_path, capsys):
     assert f"skipping {tmp_path / 'cut' / 'eval.json'}: not valid JSON" in err
     assert f"skipping {tmp_path / 'nokl' / 'eval.json'}: kl: missing" in err
     assert [r["run"] for r in json.loads((tmp_path / "frontier.json").read_text())] == ["good"]
+
+
+@pytest.mark.slow
+def test_report_gives_an_eval_only_round_no_training_knobs(sweep, tmp_path):
+    """Rejection sampling's rounds are evaluated by a `stage=eval` step: its trainer section is the eval
+    stage's defaults, not the SFT step's, so the row shows no learning rate or beta (was: eval's 5e-4)."""
+    from rlhf.report.frontier import main
+
+    (tmp_path / "round1_eval").mkdir()
+    (tmp_path / "round1_eval" / "eval.json").write_text((sweep / "1" / "eval.json").read_text())
+    cfg = {"stage": {"name": "eval"}, "trainer": {"learning_rate": 5e-4, "beta": 0.1},
+           "rounds_of": "rejection_sampling", "round": 1, "evaluation": {"judge": "rlhf.judges.vader"}}
+    (tmp_path / "round1_eval" / "config.yaml").write_text(yaml.safe_dump(cfg))
+    assert main([str(tmp_path), "--no-wandb"]) == 0
+    (row,) = json.loads((tmp_path / "frontier.json").read_text())
+    assert (row["method"], row["knob"], row["learning_rate"], row["beta"]) == ("rejection_sampling", "round 1", None, None)
+
+
+@pytest.mark.slow
+def test_report_kl_max_ends_the_axis_and_names_the_points_beyond(sweep, capsys):
+    """`--kl-max`: the figure shows the low-KL range (one far point no longer squeezes the rest) and
+    says which points lie beyond; the table keeps every run; a bad value is one error, exit 2."""
+    from rlhf.report.frontier import collect, interval_note, judge_names, main
+    from rlhf.report.plot import figure
+
+    rows = collect(sweep)
+    kls = sorted(r["kl"] for r in rows)
+    cut = (kls[-2] + kls[-1]) / 2  # between the two farthest runs
+    fig = figure(rows, judges=judge_names(rows), note=interval_note(rows), kl_max=cut)
+    far = max(rows, key=lambda r: r["kl"])
+    for ax in fig.axes:
+        assert ax.get_xlim()[1] < far["kl"]
+        notes = [t.get_text() for t in ax.texts if "beyond" in t.get_text()]  # (the others: the points' labels)
+        assert notes == [f"1 point(s) beyond {cut:g} nats: {far['method']} {far['kl']:.0f}"]
+    assert main([str(sweep), "--no-wandb", "--kl-max", f"{cut}"]) == 0
+    assert len(json.loads((sweep / "frontier.json").read_text())) == len(rows)
+    capsys.readouterr()
+    assert main([str(sweep), "--no-wandb", "--kl-max", "0"]) == 2
+    err = capsys.readouterr().err
+    assert "--kl-max: expected a number of nats > 0, got 0" in err and "Traceback" not in err

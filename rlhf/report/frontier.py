@@ -106,10 +106,12 @@ def collect(root: Path) -> list[dict]:
             skipped(ev_path, f"{score}_policy / {score}_reference: not numbers")
             continue
         method, knob = _placement(cfg)
+        trained_nothing = (cfg.get("stage") or {}).get("name") == "eval"
         rows.append({
             "run": str(run.relative_to(root)) or ".", "method": method, "knob": knob,
-            "beta": t.get("beta", t.get("kl_coef")),
-            "learning_rate": t.get("learning_rate"), "kl": ev["kl"], "score": score,
+            # a `stage=eval` run (rejection sampling's rounds) trained nothing: its trainer knobs are not its policy's
+            "beta": None if trained_nothing else t.get("beta", t.get("kl_coef")),
+            "learning_rate": None if trained_nothing else t.get("learning_rate"), "kl": ev["kl"], "score": score,
             "policy": ev[f"{score}_policy"], "reference": ev[f"{score}_reference"],
             "win_rate": ev.get(f"{score}_win_rate"), "rm_policy": ev.get("rm_policy"),
             "rm_reference": ev.get("rm_reference"), "length": ev.get("policy_len"),
@@ -226,8 +228,12 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="rlhf report", description=__doc__.split("\n")[0])
     ap.add_argument("dir", type=Path, help="a sweep (multirun) or pipeline directory holding eval.json files")
     ap.add_argument("--no-wandb", action="store_true", help="only write the PNG, markdown and JSON")
+    ap.add_argument("--kl-max", type=float, default=None, metavar="NATS",
+                    help="end the figure's KL axis here (the low-KL range; the table keeps every run)")
     a = ap.parse_args(argv)
     try:
+        if a.kl_max is not None and not a.kl_max > 0:
+            raise UserError(f"rlhf report: --kl-max: expected a number of nats > 0, got {a.kl_max:g}")
         if not a.dir.is_dir():
             raise UserError(f"rlhf report: {a.dir} is not a directory")
         rows = collect(a.dir)
@@ -239,7 +245,7 @@ def main(argv: list[str] | None = None) -> int:
     from .plot import plot
 
     png, md = a.dir / "frontier.png", a.dir / "frontier.md"
-    plot(rows, png, judges=judge_names(rows), note=interval_note(rows))
+    plot(rows, png, judges=judge_names(rows), note=interval_note(rows), kl_max=a.kl_max)
     md.write_text(markdown(rows))
     (a.dir / "frontier.json").write_text(json.dumps(rows, indent=2) + "\n")
     print(markdown(rows))

@@ -3,7 +3,9 @@
 Both panels share the KL axis, which starts at 0: the reference (the policy every run started from)
 sits there. Each run is a point with its bootstrap interval over prompts on both axes (rows without
 per-sample data, e.g. best-of-n's analytic KL bound, have no bars). Nothing is clipped: the figure is
-saved with `bbox_inches="tight"`, which grows it to hold every label.
+saved with `bbox_inches="tight"`, which grows it to hold every label. Only `kl_max` (`rlhf report
+--kl-max`) ends the KL axis early, to show the low-KL range where one far point squeezes the rest: the
+lines run out of the frame toward the points beyond, and each panel names how many there are.
 """
 
 from __future__ import annotations
@@ -50,7 +52,7 @@ def _label(ax, pts: list[dict], value: str, color: str) -> None:
                     fontsize=8, color=color)
 
 
-def _panel(ax, rows: list[dict], value: str, ci: str, colors: dict[str, str]) -> None:
+def _panel(ax, rows: list[dict], value: str, ci: str, colors: dict[str, str], kl_max: float | None = None) -> None:
     ref_key = {"policy": "reference", "rm_policy": "rm_reference", "audit_policy": "audit_reference"}[value]
     _reference(ax, rows, ref_key, f"{ref_key}_ci")
     for method, color in colors.items():
@@ -64,16 +66,24 @@ def _panel(ax, rows: list[dict], value: str, ci: str, colors: dict[str, str]) ->
     # estimate of a policy close to its reference can be negative, and a bar is never cut.
     left = min(0.0, *((r.get("kl_ci") or [0.0])[0] for r in rows))
     right = max((r.get("kl_ci") or [r["kl"]] * 2)[1] for r in rows)
+    beyond = [r for r in rows if r.get(value) is not None and kl_max is not None and r["kl"] > kl_max]
+    if kl_max is not None:
+        right = min(right, kl_max)
     span = right - left or 1.0
     ax.set_xlim(left - 0.03 * span, right + 0.15 * span)  # the reference's marker whole; room for labels
+    if beyond:
+        ax.text(0.99, 0.02, f"{len(beyond)} point(s) beyond {kl_max:g} nats: "
+                + ", ".join(f"{r['method']} {r['kl']:.0f}" for r in sorted(beyond, key=lambda r: r["kl"])),
+                transform=ax.transAxes, ha="right", va="bottom", fontsize=7, color="dimgray")
     ax.axvline(0.0, color="black", lw=0.6, alpha=0.4)
     ax.margins(y=0.12)
     ax.set_xlabel("KL(policy ‖ reference), nats per sequence")
     ax.grid(alpha=0.3)
 
 
-def figure(rows: list[dict], *, judges: list[str], note: str):
-    """The matplotlib Figure: the gold panel, and beside it the proxy panel when the runs have RM scores."""
+def figure(rows: list[dict], *, judges: list[str], note: str, kl_max: float | None = None):
+    """The matplotlib Figure: the gold panel, and beside it the proxy panel when the runs have RM scores
+    and the audit panel when they have audit scores; `kl_max` (nats) ends the KL axis there."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -86,7 +96,7 @@ def figure(rows: list[dict], *, judges: list[str], note: str):
     fig, axes = plt.subplots(1, n, figsize=(5.5 * n, 4.6) if n > 1 else (6.5, 4.6),
                              sharex=True, squeeze=False, layout="constrained")
     gold, *rest = axes[0]
-    _panel(gold, rows, "policy", "policy_ci", colors)
+    _panel(gold, rows, "policy", "policy_ci", colors, kl_max)
     if rows[0]["score"] == "gold":
         gold.set_ylabel(f"gold score, judge: {', '.join(judges) or '?'}")
         gold.set_title("gold (judge)")
@@ -94,11 +104,11 @@ def figure(rows: list[dict], *, judges: list[str], note: str):
         gold.set_ylabel("reward-model score (no judge configured)")
         gold.set_title("reward model")
     if with_rm:
-        _panel(rest[0], rows, "rm_policy", "rm_policy_ci", colors)
+        _panel(rest[0], rows, "rm_policy", "rm_policy_ci", colors, kl_max)
         rest[0].set_ylabel("reward-model (proxy) score")
         rest[0].set_title("proxy (reward model): rising where gold flattens = over-optimisation", fontsize=10)
     if with_audit:
-        _panel(rest[-1], rows, "audit_policy", "audit_policy_ci", colors)
+        _panel(rest[-1], rows, "audit_policy", "audit_policy_ci", colors, kl_max)
         rest[-1].set_ylabel("audit score (reward models not optimised)")
         rest[-1].set_title("audit: falling where the proxy rises = over-optimisation, no gold needed", fontsize=10)
     handles, labels = gold.get_legend_handles_labels()
@@ -107,11 +117,11 @@ def figure(rows: list[dict], *, judges: list[str], note: str):
     return fig
 
 
-def plot(rows: list[dict], path: Path, *, judges: list[str], note: str) -> None:
+def plot(rows: list[dict], path: Path, *, judges: list[str], note: str, kl_max: float | None = None) -> None:
     """Write the figure to `path` (atomically: a temporary file renamed into place)."""
     import matplotlib.pyplot as plt
 
-    fig = figure(rows, judges=judges, note=note)
+    fig = figure(rows, judges=judges, note=note, kl_max=kl_max)
     tmp = path.with_name(f".{path.name}.tmp.png")
     fig.savefig(tmp, dpi=120, bbox_inches="tight")
     plt.close(fig)
