@@ -35,9 +35,9 @@ def generation_problems(cfg: DictConfig) -> list[str]:
     from .versions import version_problems
 
     out += version_problems()
-    if distributed.uses_deepspeed(cfg) or distributed.launched():
-        out.append("generation.backend=vllm: the colocated vLLM engine is tested here in one process without "
-                   "DeepSpeed only; use generation=hf with DeepSpeed or several processes")
+    if distributed.launched():
+        out.append("generation.backend=vllm: the colocated vLLM engine is tested here in one process (with or "
+                   "without DeepSpeed) only; use generation=hf under several processes")
     out += _head_dim_problems(cfg)
     return out
 
