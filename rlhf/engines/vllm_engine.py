@@ -28,6 +28,7 @@ from collections.abc import Mapping, Sequence
 
 import torch
 
+from .. import distributed
 from ..sampling import Batch, left_pad
 from .weights import base_model, full_weights, version
 
@@ -65,9 +66,14 @@ class VLLMEngine:
         kwargs = {k: settings[k] for k in ("gpu_memory_utilization", "kv_cache_memory_bytes", "max_model_len",
                                            "tensor_parallel_size", "enable_sleep_mode", "enforce_eager")
                   if settings.get(k) is not None}
+        rank, world = distributed.world()
+        if world > 1:
+            # several processes (a launcher): each rank its own engine in the launcher's process group, as
+            # TRL's colocate mode does; built by every rank together (vLLM makes its groups collectively)
+            kwargs["distributed_executor_backend"] = "external_launcher"
         log.info("vLLM engine: %s, dtype %s, %s", type(base).__name__, dtype, kwargs)
         self.llm = LLM(model=self._dir.name, dtype=str(dtype).removeprefix("torch."), load_format="dummy",
-                       skip_tokenizer_init=True, logprobs_mode="processed_logprobs", seed=0, **kwargs)
+                       skip_tokenizer_init=True, logprobs_mode="processed_logprobs", seed=rank, **kwargs)
         self._holds = lambda: None  # weak reference to the model whose weights the engine holds
         self._synced: tuple | None = None
         self.syncs = 0  # how many times weights were loaded (tests, bench)
@@ -82,8 +88,6 @@ class VLLMEngine:
         its own engine, the ranks agree whether anything changed, and the walk over the modules
         (`rlhf.engines.weights.full_weights`) gathers each module's parameters once, on every rank
         together, while the engine loads them one module after another."""
-        from .. import distributed
-
         fp = version(model)
         stale = self._holds() is not model or fp != self._synced
         if distributed.is_partitioned(base_model(model)):
