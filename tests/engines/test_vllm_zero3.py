@@ -23,12 +23,16 @@ QUIET = ["logger=none", "debug=smoke", "evaluation.max_prompts=4", "evaluation.g
          "evaluation.judge=vader", "model.add_bos=false", "model.max_length=128"]
 
 
-def _rlhf(tmp_path: Path, *overrides: str) -> subprocess.CompletedProcess:
+def _rlhf(tmp_path: Path, *overrides: str, prog: list[str] | None = None) -> subprocess.CompletedProcess:
+    """`rlhf ...` (or `prog ...`, e.g. a launcher) run by this venv's Python, in its own process."""
     env = {k: v for k, v in os.environ.items()
            if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")}
     env.update(RLHF_RUNS_DIR=str(tmp_path / "runs"), WANDB_MODE="offline", HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1",
-               TOKENIZERS_PARALLELISM="false")
-    return subprocess.run([sys.executable, "-m", "rlhf", *overrides], capture_output=True, text=True, env=env,
+               TOKENIZERS_PARALLELISM="false",
+               # DeepSpeed JIT-builds a CPU op on CPU: this venv's own build, not rebuilt whenever another venv
+               # (whose paths differ) has built it into the shared default folder
+               TORCH_EXTENSIONS_DIR=os.environ.get("TORCH_EXTENSIONS_DIR", str(Path(sys.prefix) / "torch_extensions")))
+    return subprocess.run([sys.executable, *(prog or ["-m", "rlhf"]), *overrides], capture_output=True, text=True, env=env,
                           cwd=tmp_path, timeout=600)
 
 
@@ -60,3 +64,26 @@ def test_zero3_ppo_samples_with_the_gathered_policy_once_per_sync(llama64, tmp_p
     if peft == "none":  # the final evaluation (rank 0, the saved policy) sampled with the same engine
         assert "kl" in artifact["metrics"]["policy_eval"] and (run_dir / "eval.json").is_file()
         assert (r.stdout + r.stderr).count("Initializing a V1 LLM engine") == 1  # one engine, reused
+
+
+def test_two_ranks_each_sample_with_their_own_engine_under_zero3(llama64, tmp_path):
+    """2 CPU ranks (the deepspeed launcher, gloo): each rank starts its own engine in the launcher's
+    process group (vLLM's external_launcher) and samples its prompts; both gather at every sync."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    launcher = Path(sys.executable).parent / "deepspeed"
+    r = _rlhf(tmp_path, "--num_gpus", "2", "--master_port", str(port), str(Path(sys.executable).parent / "rlhf"),
+              "stage=ppo", *QUIET, *VLLM_OVERRIDES, f"model.name_or_path={llama64}", "stage.judge=vader",
+              "stage.value_from=policy", "deepspeed=zero3", "trainer.learning_rate=1e-3", prog=[str(launcher)])
+    assert r.returncode == 0, r.stderr[-4000:]
+    run_dir = next((tmp_path / "runs").rglob("ppo_history.json")).parent
+    history = json.loads((run_dir / "ppo_history.json").read_text())
+    modules = _modules_with_weights(llama64)
+    for i, h in enumerate(history, 1):  # means over the 2 ranks: every rank synced and gathered alike
+        assert h["generation/weight_syncs"] == i and h["generation/zero3_gathers"] == i * modules
+        assert h["rollout/logprob_diff_max"] < 1e-4, h
+    metrics = json.loads((run_dir / "artifact.json").read_text())["metrics"]
+    assert metrics["world_size"] == 2 and "kl" in metrics["policy_eval"]
