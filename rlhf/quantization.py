@@ -69,16 +69,20 @@ def zero3_problem(quantization: dict, zero_stage: int | None, model_dtype: str |
     ZeRO-3 partitions every parameter, the 4-bit ones included: bitsandbytes' packed `Params4bit`
     survive that only when stored in the model's float dtype (`bnb_4bit_quant_storage`, as PEFT's
     "QLoRA and DeepSpeed with ZeRO3" recipe sets it), and only DeepSpeed's GPU path handles them
-    (DeepSpeed issue 5660: zero.Init with bitsandbytes). ZeRO-1/2 shard optimizer state and
-    gradients only, which the frozen 4-bit base has none of: they work wherever QLoRA does."""
+    (DeepSpeed issue 5660: zero.Init with bitsandbytes). Measured on CPU without this refusal
+    (stories260k SFT, debug=smoke): the 4 steps train, then saving fails, the gathered state dict
+    holding packed [2048, 1] weights where the merge expects [64, 64]. ZeRO-1/2 shard optimizer
+    state and gradients only, which the frozen 4-bit base has none of: they work wherever QLoRA does."""
     if zero_stage != 3:
         return None
     import torch
 
     if not torch.cuda.is_available():
-        return ("peft=qlora with deepspeed ZeRO-3: ZeRO-3 partitions bitsandbytes' 4-bit parameters, which "
-                "DeepSpeed supports on GPUs only (with bnb_4bit_quant_storage set to the model dtype); on CPU "
-                "use deepspeed=zero2 (the frozen 4-bit base has no optimizer state to shard) or peft=lora")
+        return ("peft=qlora with deepspeed ZeRO-3: ZeRO-3 partitions bitsandbytes' packed 4-bit weights, and the "
+                "checkpoint it gathers holds them packed (uint8 blocks of shape [n, 1]), which cannot be merged into "
+                "the published model; the supported recipe (PEFT's QLoRA + ZeRO-3, bnb_4bit_quant_storage set to the "
+                "model dtype) is GPU-only. On CPU use deepspeed=zero2 (the frozen 4-bit base has no optimizer state "
+                "to shard) or peft=lora")
     storage = quantization.get("bnb_4bit_quant_storage")
     if storage in (None, "uint8"):
         want = model_dtype if model_dtype not in (None, "auto") else "bfloat16"

@@ -131,7 +131,7 @@ def test_qlora_under_zero3_on_cpu_is_one_clear_error_and_zero2_is_not(compose):
         validate(compose("stage=sft", "debug=smoke", "peft=qlora", "deepspeed=zero3"))
     assert len(e.value.problems) == 1, e.value.problems
     msg = e.value.problems[0]
-    assert "peft=qlora with deepspeed ZeRO-3" in msg and "GPUs only" in msg and "bnb_4bit_quant_storage" in msg
+    assert "peft=qlora with deepspeed ZeRO-3" in msg and "GPU-only" in msg and "bnb_4bit_quant_storage" in msg
     assert "deepspeed=zero2" in msg
     validate(compose("stage=sft", "debug=smoke", "peft=qlora", "deepspeed=zero2"))
 
