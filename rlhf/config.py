@@ -63,7 +63,7 @@ def validate(cfg: DictConfig, stage) -> None:
     if cfg.peft.method not in PEFT_METHODS:
         problems.append(f"peft.method: {cfg.peft.method!r} is not one of {', '.join(PEFT_METHODS)}")
     else:
-        problems += _peft_problems(node["peft"], cfg.mode)
+        problems += _peft_problems(node["peft"], cfg.mode, node.get("deepspeed"), node["model"].get("dtype"))
     if cfg.logger.report_to not in REPORTERS:
         problems.append(f"logger.report_to: {cfg.logger.report_to!r} is not one of {', '.join(REPORTERS)}")
     if cfg.sweep_objective is not None and not isinstance(cfg.sweep_objective, str):
@@ -107,16 +107,19 @@ def _data_problems(node: Any, where: str, kinds, stage: str) -> list[str]:
     return []
 
 
-def _peft_problems(node: dict, mode: str) -> list[str]:
+def _peft_problems(node: dict, mode: str, ds: Any = None, model_dtype: str | None = None) -> list[str]:
     out = []
     if node["method"] != "none":
         out += peft_problems(node.get("lora"))  # the config-as-code boundary (rlhf.trust)
     if mode == "train" and node["method"] == "qlora":
-        from .quantization import qlora_problem
+        from .quantization import qlora_problem, zero3_problem
 
         problem = qlora_problem()  # decided by trying a 4-bit layer on this device (cached)
         if problem:
             out.append(f"peft=qlora: 4-bit QLoRA cannot run here: {problem}; or use peft=lora")
+        stage = ((ds or {}).get("zero_optimization") or {}).get("stage") if isinstance(ds, dict) else None
+        if not problem and (problem := zero3_problem(node.get("quantization") or {}, stage, model_dtype)):
+            out.append(problem)
     return out
 
 

@@ -255,7 +255,18 @@ def _quiet_rank() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
+_BEFORE_TEARDOWN: list = []  # callables run by teardown() while the process group still exists
+
+
+def before_teardown(fn) -> None:
+    """Run `fn()` in `teardown` before the process group goes (a colocated vLLM engine shuts its own
+    groups down there; at interpreter exit they would be destroyed after the world they live in)."""
+    _BEFORE_TEARDOWN.append(fn)
+
+
 def teardown() -> None:
+    while _BEFORE_TEARDOWN:
+        _BEFORE_TEARDOWN.pop()()
     if _initialized():
         import torch.distributed as dist
 

@@ -63,6 +63,35 @@ def qlora_problem(device: str | None = None) -> str | None:
     return None
 
 
+def zero3_problem(quantization: dict, zero_stage: int | None, model_dtype: str | None) -> str | None:
+    """Why `peft=qlora` cannot run under this DeepSpeed ZeRO stage, or None.
+
+    ZeRO-3 partitions every parameter, the 4-bit ones included: bitsandbytes' packed `Params4bit`
+    survive that only when stored in the model's float dtype (`bnb_4bit_quant_storage`, as PEFT's
+    "QLoRA and DeepSpeed with ZeRO3" recipe sets it), and only DeepSpeed's GPU path handles them
+    (DeepSpeed issue 5660: zero.Init with bitsandbytes). Measured on CPU without this refusal
+    (stories260k SFT, debug=smoke): the 4 steps train, then saving fails, the gathered state dict
+    holding packed [2048, 1] weights where the merge expects [64, 64]. ZeRO-1/2 shard optimizer
+    state and gradients only, which the frozen 4-bit base has none of: they work wherever QLoRA does."""
+    if zero_stage != 3:
+        return None
+    import torch
+
+    if not torch.cuda.is_available():
+        return ("peft=qlora with deepspeed ZeRO-3: ZeRO-3 partitions bitsandbytes' packed 4-bit weights, and the "
+                "checkpoint it gathers holds them packed (uint8 blocks of shape [n, 1]), which cannot be merged into "
+                "the published model; the supported recipe (PEFT's QLoRA + ZeRO-3, bnb_4bit_quant_storage set to the "
+                "model dtype) is GPU-only. On CPU use deepspeed=zero2 (the frozen 4-bit base has no optimizer state "
+                "to shard) or peft=lora")
+    storage = quantization.get("bnb_4bit_quant_storage")
+    if storage in (None, "uint8"):
+        want = model_dtype if model_dtype not in (None, "auto") else "bfloat16"
+        return ("peft=qlora with deepspeed ZeRO-3: set peft.quantization.bnb_4bit_quant_storage to the model's "
+                f"dtype (e.g. +peft.quantization.bnb_4bit_quant_storage={want}) so ZeRO-3 can partition the "
+                "packed 4-bit weights (PEFT's QLoRA + ZeRO-3 recipe), or use deepspeed=zero2")
+    return None
+
+
 def _first_line(e: Exception) -> str:
     return (str(e).splitlines() or [""])[0][:200]
 

@@ -118,6 +118,24 @@ def test_qlora_refused_where_a_4bit_layer_cannot_run():
     assert problem and "cannot run a 4-bit layer on meta" in problem and "rlhf-align[qlora]" in problem
 
 
+def test_qlora_under_zero3_on_cpu_is_one_clear_error_and_zero2_is_not(compose):
+    """ZeRO-3 partitions bitsandbytes' 4-bit parameters: DeepSpeed handles that on GPUs only (with
+    bnb_4bit_quant_storage); ZeRO-2 shards nothing the frozen 4-bit base has."""
+    import torch
+
+    from rlhf.runner import validate
+
+    if torch.cuda.is_available():
+        pytest.skip("the CPU refusal")
+    with pytest.raises(UserError) as e:
+        validate(compose("stage=sft", "debug=smoke", "peft=qlora", "deepspeed=zero3"))
+    assert len(e.value.problems) == 1, e.value.problems
+    msg = e.value.problems[0]
+    assert "peft=qlora with deepspeed ZeRO-3" in msg and "GPU-only" in msg and "bnb_4bit_quant_storage" in msg
+    assert "deepspeed=zero2" in msg
+    validate(compose("stage=sft", "debug=smoke", "peft=qlora", "deepspeed=zero2"))
+
+
 def test_missing_mandatory_and_wrong_kind_listed_together(compose):
     from rlhf.runner import validate
 

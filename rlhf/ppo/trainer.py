@@ -98,6 +98,7 @@ class PPOTrainer:
             top_k=c.top_k, top_p=c.top_p, seed=c.seed * 1_000_003 + self.iteration * 7_919 + self.rank,
             synced=self.zero3 and self.world_size > 1)
         rollout_s = time.perf_counter() - t0
+        engine_stats = self.sampler.stats() if hasattr(self.sampler, "stats") else {}  # vLLM: weight syncs
         prompts = [self.prompts[i] for i in picked]
         completions = self.tokenizer.batch_decode(batch.responses, skip_special_tokens=True)
         mask = batch.response_mask.float()
@@ -132,6 +133,7 @@ class PPOTrainer:
             "ended_with_eos": batch.ended.float().mean().item(),
             "kl_coef": self.kl_ctl.value,
             "tokens_per_s/rollout": mask.sum().item() / max(rollout_s, 1e-9),
+            **engine_stats,
         }
         is_weights = None
         if batch.sampler_logprobs is not None and c.importance_sampling_level != "none":

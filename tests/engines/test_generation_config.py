@@ -36,3 +36,21 @@ def test_generation_typos_and_trls_own_switch_are_refused(compose):
     assert "generation.vllm.kv_cache_bytes: unknown option (did you mean `kv_cache_memory_bytes`?)" in text
     assert "generation.backend: 'vlm' (str) is not one of hf, vllm" in text
     assert "trainer.use_vllm: set generation=vllm instead" in text
+
+
+def test_vllm_launch_shapes_refused_only_where_untested(compose, monkeypatch):
+    """ZeRO-3 in one process is allowed for our samplers; TRL's GRPO path under DeepSpeed and rank-0-only
+    stages under a launcher are refused, each naming why. (stories260k's head dimension is always
+    refused too: every call raises, and the launch problems are read beside it.)"""
+    def problems(*overrides) -> str:
+        with pytest.raises(UserError) as e:
+            validate(compose("debug=smoke", "generation=vllm", *overrides))
+        return " ".join(e.value.problems)
+
+    monkeypatch.setattr(versions, "installed", lambda name: {"vllm": "0.31.0", "trl": "1.16.0",
+                                                             "transformers": "5.25.0"}[name])
+    assert "several processes" not in problems("stage=ppo", "deepspeed=zero3", "stage.judge=vader")
+    assert "TRL's own vLLM path" in problems("stage=grpo", "deepspeed=zero3", "stage.reward_funcs=[vader]")
+    monkeypatch.setenv("WORLD_SIZE", "2")  # as a launcher exports it
+    assert "several processes" not in problems("stage=ppo", "stage.judge=vader")
+    assert "rank 0 evaluates alone" in problems("stage=eval", "evaluation.judge=vader")
