@@ -105,7 +105,7 @@ def run(cfg: DictConfig, run_dir: Path):
         source, init_art, tokenizer, splits = policy_inputs(cfg, encoder)
         evaluator = PolicyEvaluator.from_config(cfg, tokenizer, splits)  # fails early on a bad judge / RM
         # the reference during training: TRL's (None under LoRA: the policy with its adapter disabled)
-        curves = Curves.from_config(ctx, evaluator, lambda: trainer.ref_model)
+        curves = Curves.from_config(ctx, evaluator, lambda: trainer.ref_model, across_ranks=True)
         ctx.begin()
 
         args = ctx.trainer_config(DPOConfig, truncation_mode="keep_start",
@@ -142,11 +142,10 @@ def run(cfg: DictConfig, run_dir: Path):
                      metrics.get("eval_before_margin", float("nan")), metrics.get("eval_margin", float("nan")),
                      metrics.get("eval_before_accuracy", float("nan")), metrics.get("eval_accuracy", float("nan")))
 
-        # In one process the in-memory reference (None under LoRA: the adapter disabled); under
-        # DeepSpeed / several processes rank 0 evaluates the saved policy (evaluator.finish_policy).
-        reference = trainer.ref_model if not distributed.uses_deepspeed(cfg) else None
+        # The trainer's reference (None under LoRA: the adapter disabled; under ZeRO-3 TRL's partitioned
+        # engine): evaluated in memory, under DeepSpeed / several processes by every rank in lock-step.
         return finish_policy(ctx, evaluator, trainer.model, tokenizer, metrics, source=ref_source,
-                             reference=reference, engine=trainer.deepspeed, extra=extra)
+                             reference=trainer.ref_model, engine=trainer.deepspeed, extra=extra, across_ranks=True)
 
 
 def _dpo_eval(trainer, prefix: str) -> dict:
