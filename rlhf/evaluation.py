@@ -156,7 +156,7 @@ def _figures(pol, ref, scores: dict, gen: Generation, *, n_prompts: int, n_show:
         pol_audit = [mean(x) for x in zip(*(p for p, _ in audits), strict=True)]
         ref_audit = [mean(x) for x in zip(*(r for _, r in audits), strict=True)]
         _scored(result, per_sample, "audit", pol_audit, ref_audit)
-    if result["policy_ended_share"] < 0.5:
+    if result["policy_ended_share"] < 0.5 and distributed.is_main():  # said once, not by every rank
         log.warning("only %.0f%% of the policy's samples ended before max_new_tokens=%d: the KL is that of "
                     "truncated responses (raise evaluation.generation.max_new_tokens)",
                     100 * result["policy_ended_share"], gen.max_new_tokens)
