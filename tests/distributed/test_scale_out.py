@@ -93,9 +93,11 @@ TRAINING = ["sft", "reward", "dpo", "ppo", "grpo", "rloo"]
 
 # The evaluation across ranks (ZeRO-3 launches): DPO and PPO also evaluate during training, each rank
 # its share of the held-out prompts in batches of 1 (3-4 prompts: 2 batches on one rank, 1-2 on the
-# other, which runs a dummy batch in lock-step). The eval step measures the DPO policy the same way,
-# on rank 0 alone with whole models (the one-process evaluation).
-CURVES = {"dpo": ["evaluation.every_steps=2", "evaluation.generation.batch_size=1"],
+# other, which runs a dummy batch in lock-step). DPO publishes its best point (by gold): under ZeRO-3
+# its trainable parameters are gathered at each new best point and written back before saving. The
+# eval step measures the DPO policy the same way, on rank 0 alone with whole models (the one-process
+# evaluation).
+CURVES = {"dpo": ["evaluation.every_steps=2", "evaluation.generation.batch_size=1", "monitor.publish=best"],
           "ppo": ["evaluation.every_steps=1", "evaluation.generation.batch_size=1"],
           "eval": ["+data@evaluation.data=tinystories", "evaluation.data.max_rows=64",
                    "evaluation.generation.batch_size=1"]}
@@ -196,6 +198,14 @@ def _check_evaluation_across_ranks(tmp_path: Path, pdir: Path) -> None:
                    for h in history if "policy_eval/kl" in h), step
         art = json.loads((pdir / step / "artifact.json").read_text())
         assert [p["step"] for p in art["metrics"]["policy_eval_curve"]] == steps
+    # the published DPO policy is the best point's: the final evaluation (same prompts and seeds as the
+    # points) measures what that point measured, whether or not it is the last step
+    dpo = json.loads((pdir / "dpo/artifact.json").read_text())
+    best = dpo["extra"]["published"]["best"]
+    assert dpo["extra"]["published"]["step"] in CURVE_STEPS["dpo"]
+    final = json.loads((pdir / "dpo/eval.json").read_text())
+    assert final["kl"] == pytest.approx(best["kl"], abs=1e-4) and final["gold_policy"] == pytest.approx(
+        best["gold_policy"], abs=1e-4)
     figures = ["kl", "kl_per_token", "entropy_per_token", "reference_entropy_per_token", "policy_len",
                "gold_policy", "gold_reference", "gold_win_rate", "rm_policy", "rm_reference", "rm_win_rate"]
     # DPO: the pipeline's eval step evaluated the saved DPO policy on rank 0 alone, whole models
