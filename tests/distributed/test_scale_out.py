@@ -175,16 +175,16 @@ def test_every_stage_under_the_deepspeed_launcher(tmp_path, one_process_layout, 
 
 def _same_evaluation(a: dict, b: dict, keys) -> None:
     """Two evaluations of one policy on the same prompts and seeds: the same samples (same tokens, in
-    the same order) and figures within 1e-4 (float differences: a partitioned model's gathered
-    weights, a LoRA adapter merged on saving, a reward model scoring other batches; measured 0 to
-    ~1e-7 here)."""
+    the same order) and figures within 1e-3 (float differences only: a LoRA adapter merged on saving,
+    a reward model scoring other batches; measured under ZeRO-3: 0 for a fully fine-tuned policy,
+    up to 3e-5 nats per sample with LoRA, 1e-7 for reward scores)."""
     assert a["n_prompts"] == b["n_prompts"] and a["n_samples"] == b["n_samples"] == 2 * a["n_prompts"]
     assert a["per_sample"]["prompt_index"] == b["per_sample"]["prompt_index"]
     assert [r["policy"] for r in a["samples"]] == [r["policy"] for r in b["samples"]]
     assert [r["reference"] for r in a["samples"]] == [r["reference"] for r in b["samples"]]
-    assert a["per_sample"]["kl"] == pytest.approx(b["per_sample"]["kl"], abs=1e-4)
+    assert a["per_sample"]["kl"] == pytest.approx(b["per_sample"]["kl"], abs=1e-3)
     for k in keys:
-        assert a[k] == pytest.approx(b[k], abs=1e-4), k
+        assert a[k] == pytest.approx(b[k], abs=1e-3), k
 
 
 def _check_evaluation_across_ranks(tmp_path: Path, pdir: Path) -> None:
@@ -204,8 +204,8 @@ def _check_evaluation_across_ranks(tmp_path: Path, pdir: Path) -> None:
     best = dpo["extra"]["published"]["best"]
     assert dpo["extra"]["published"]["step"] in CURVE_STEPS["dpo"]
     final = json.loads((pdir / "dpo/eval.json").read_text())
-    assert final["kl"] == pytest.approx(best["kl"], abs=1e-4) and final["gold_policy"] == pytest.approx(
-        best["gold_policy"], abs=1e-4)
+    assert final["kl"] == pytest.approx(best["kl"], abs=1e-6) and final["gold_policy"] == pytest.approx(
+        best["gold_policy"], abs=1e-6)
     figures = ["kl", "kl_per_token", "entropy_per_token", "reference_entropy_per_token", "policy_len",
                "gold_policy", "gold_reference", "gold_win_rate", "rm_policy", "rm_reference", "rm_win_rate"]
     # DPO: the pipeline's eval step evaluated the saved DPO policy on rank 0 alone, whole models
@@ -222,7 +222,7 @@ def _check_evaluation_across_ranks(tmp_path: Path, pdir: Path) -> None:
                      [k for k in figures if not k.startswith("gold")])
     # PPO's proxy (its reward model, partitioned by ZeRO-3, scoring in lock-step) = the same reward
     # model loaded whole by the evaluation
-    assert ppo["per_sample"]["proxy_policy"] == pytest.approx(ppo["per_sample"]["rm_policy"], abs=1e-4)
+    assert ppo["per_sample"]["proxy_policy"] == pytest.approx(ppo["per_sample"]["rm_policy"], abs=1e-3)
 
 
 def test_torchrun_two_nodes_one_process_each(tmp_path):
