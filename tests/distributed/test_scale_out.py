@@ -194,8 +194,8 @@ def _check_evaluation_across_ranks(tmp_path: Path, pdir: Path) -> None:
     for step, steps in CURVE_STEPS.items():
         history = [json.loads(line) for line in (pdir / step / "history.jsonl").read_text().splitlines()]
         assert [h["step"] for h in history if "policy_eval/kl" in h] == steps, step
-        assert all("policy_eval/gold_policy" in h and "policy_eval/rm_win_rate" in h
-                   for h in history if "policy_eval/kl" in h), step
+        names = ["policy_eval/rm_win_rate"] + (["policy_eval/gold_policy"] if step == "dpo" else ["policy_eval/proxy_policy"])
+        assert all(n in h for h in history if "policy_eval/kl" in h for n in names), step
         art = json.loads((pdir / step / "artifact.json").read_text())
         assert [p["step"] for p in art["metrics"]["policy_eval_curve"]] == steps
     # the published DPO policy is the best point's: the final evaluation (same prompts and seeds as the
