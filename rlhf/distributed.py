@@ -328,3 +328,45 @@ def gathered_state_dict(model) -> dict | None:
     if not is_main():
         return None
     return {k: full.get(id(v), v).detach().cpu() for k, v in model.state_dict(keep_vars=True).items()}
+
+
+def unwrapped(model):
+    """The module inside a DeepSpeed engine (TRL keeps a ZeRO-3 reference as one), else `model`."""
+    if model is not None and type(model).__name__ == "DeepSpeedEngine":
+        return model.module
+    return model
+
+
+def copy_params(named: list[tuple[str, Any]]) -> dict[str, Any]:
+    """{name: whole CPU copy} of the named parameters. Replicas (no ZeRO-3): each rank copies its
+    own. ZeRO-3: collective (every rank calls it); each parameter gathered in turn, so no rank holds
+    more than one whole parameter beyond its shard; rank 0 keeps the copies, the others get {}."""
+    if not any(hasattr(p, "ds_id") for _, p in named):
+        return {n: p.detach().to("cpu", copy=True) for n, p in named}
+    import deepspeed
+
+    out = {}
+    for n, p in named:
+        with deepspeed.zero.GatheredParameters([p], modifier_rank=None):
+            if is_main():
+                out[n] = p.data.detach().to("cpu", copy=True)
+    return out
+
+
+def load_params(named: list[tuple[str, Any]], values: dict[str, Any]) -> None:
+    """Put `copy_params`'s values back into the parameters of the same names. ZeRO-3: collective;
+    rank 0's copies are written into the gathered parameter and re-partitioned to every rank."""
+    import torch
+
+    if not any(hasattr(p, "ds_id") for _, p in named):
+        with torch.no_grad():
+            for n, p in named:
+                if n in values:
+                    p.copy_(values[n].to(p.device))
+        return
+    import deepspeed
+
+    for n, p in named:
+        with deepspeed.zero.GatheredParameters([p], modifier_rank=0), torch.no_grad():
+            if is_main():
+                p.data.copy_(values[n].to(p.data.device))

@@ -23,8 +23,9 @@ import logging
 from collections.abc import Callable, Sequence
 from statistics import mean, pstdev
 
+from . import distributed
 from .data.chat import plain_text
-from .sampling import as_reference, logprob_fn, sample
+from .sampling import as_reference, batches, logprob_fn, merge_samples, sample
 from .schema import Generation
 
 log = logging.getLogger(__name__)
@@ -56,25 +57,79 @@ def evaluate_policy(
     n_show: int = 8,
     engine=None,
     scorers: dict[str, Callable] | None = None,
+    shard: tuple[int, int] = (0, 1),
 ) -> dict:
     """`prompts`: canonical prompts (text or messages) and `prompt_ids` their encoded ids
     (`rlhf.data.PromptEncoder`); `reference`: a model, or None when `policy` is a PEFT model (the
     reference is then the policy with its adapter disabled); `engine`: the generation engine both sides
     are sampled with (`rlhf.engines`; None: HF generate; the log-probs are the HF models' own);
     `scorers`: {name: (prompts, completions) -> scores}, given the canonical prompts as the reward
-    model is."""
+    model is.
+
+    `shard` = (rank, world), world > 1: every rank of the process group calls this with its own
+    copy (or ZeRO-3 partition) of the same models. Rank r samples the batches b with b % world == r
+    (batch b keeps seed offset b: `rlhf.sampling.batches`), policy and reference, with both log-prob
+    passes in the same pass, and scores its own samples with every scorer; the per-sample results
+    are gathered to every rank (`rlhf.distributed.all_gather`), put in one-process order and the
+    figures computed once from them: the same as one process on the same prompts and seeds, up to
+    float differences, on every rank. The ranks run in lock-step (the same number of generation,
+    log-prob and scoring passes; a rank short of work runs a dummy batch whose output is dropped), so
+    models partitioned by ZeRO-3 (the trainer's policy and reference, PPO's reward model) can be used
+    as they are: no rank loads a whole model. The judge and any reward model the evaluation loads
+    itself (`evaluation.reward_model`, audit models) are whole on every rank: small here; at scale,
+    score with a judge served elsewhere, or a reward model a DeepSpeed engine partitions."""
+    rank, world = shard
+    lockstep = world > 1
     logprob_fns = {"policy": logprob_fn(policy, temperature=gen.temperature),
                    "reference": logprob_fn(reference, reference_of=policy, temperature=gen.temperature)}
     pol = sample(policy, tokenizer, prompts, prompt_ids, gen, stop_ids=stop_ids, score_with=logprob_fns,
-                 desc="eval: policy samples", engine=engine)
+                 desc="eval: policy samples", engine=engine, shard=shard, lockstep=lockstep)
     with as_reference(policy, reference) as ref_model:
         ref = sample(ref_model, tokenizer, prompts, prompt_ids, gen, stop_ids=stop_ids, desc="eval: reference samples",
-                     score_with={"self": logprob_fn(ref_model, temperature=gen.temperature)}, engine=engine)
+                     score_with={"self": logprob_fn(ref_model, temperature=gen.temperature)}, engine=engine,
+                     shard=shard, lockstep=lockstep)
+    named = [(n, fn) for n, fn in (("gold", judge), ("rm", reward), *(scorers or {}).items()) if fn is not None]
+    # a lock-step rank scores as many samples as the busiest rank (padding dropped): same passes everywhere
+    width = max(_n_samples(len(prompts), gen, (r, world)) for r in range(world)) if lockstep else None
+    scores = {name: (_score(fn, name, pol, width, prompts[0]), _score(fn, name, ref, width, prompts[0]))
+              for name, fn in named}
+    if world > 1:
+        pol, ref, scores = _gathered(pol, ref, scores)
+    return _figures(pol, ref, scores, gen, n_prompts=len(prompts), n_show=n_show)
+
+
+def _n_samples(n: int, gen: Generation, shard: tuple[int, int]) -> int:
+    return gen.num_samples * sum(len(span) for _, span in batches(n, gen.batch_size, shard))
+
+
+def _score(fn: Callable, name: str, s, width: int | None, filler) -> list[float]:
+    """`fn` on the samples `s` (the judge reads plain-text prompts); with `width`, padded to that many
+    samples with an empty response to `filler`, the padding's scores dropped."""
+    prompts, completions = list(s.prompts), list(s.completions)
+    pad = (width or 0) - len(prompts)
+    prompts, completions = prompts + [filler] * pad, completions + [""] * pad
+    if name == "gold":
+        prompts = [plain_text(p) for p in prompts]
+    return list(map(float, fn(prompts, completions)))[: len(s.prompts)]
+
+
+def _gathered(pol, ref, scores: dict):
+    """Every rank's samples and scores, in one-process order, on every rank: the scores travel as
+    further per-sample columns of the samples through `merge_samples`."""
+    for name, (p, r) in scores.items():
+        pol.logprobs[f"score:{name}"], ref.logprobs[f"score:{name}"] = p, r
+    shards = distributed.all_gather((pol, ref))
+    pol, ref = merge_samples([s[0] for s in shards]), merge_samples([s[1] for s in shards])
+    return pol, ref, {name: (pol.logprobs.pop(f"score:{name}"), ref.logprobs.pop(f"score:{name}")) for name in scores}
+
+
+def _figures(pol, ref, scores: dict, gen: Generation, *, n_prompts: int, n_show: int) -> dict:
+    """The figures of the module docstring, from all the samples and their scores."""
     kl = [p - r for p, r in zip(pol.logprobs["policy"], pol.logprobs["reference"], strict=True)]
     tokens = sum(len(c) for c in pol.completion_ids)
     ref_tokens = sum(len(c) for c in ref.completion_ids)
     result: dict = {
-        "n_prompts": len(prompts),
+        "n_prompts": n_prompts,
         "n_samples": len(pol.completions),
         "kl": mean(kl),
         # undefined (NaN) over one sample, or over zero tokens (every response empty): never a made-up 0 or sum
@@ -92,15 +147,8 @@ def evaluate_policy(
     }
     per_sample: dict[str, list] = {"prompt_index": list(pol.prompt_index), "kl": kl,
                                    "policy_len": [len(c) for c in pol.completion_ids]}
-    text_prompts = [plain_text(p) for p in pol.prompts]
     audits = []
-    for name, fn in (("gold", judge), ("rm", reward), *(scorers or {}).items()):
-        if fn is None:
-            continue
-        raw_p = text_prompts if name == "gold" else pol.prompts
-        raw_r = [plain_text(p) for p in ref.prompts] if name == "gold" else ref.prompts
-        p = list(map(float, fn(raw_p, pol.completions)))
-        r = list(map(float, fn(raw_r, ref.completions)))
+    for name, (p, r) in scores.items():
         _scored(result, per_sample, name, p, r)
         if name.startswith("audit_"):
             audits.append((p, r))
@@ -108,7 +156,7 @@ def evaluate_policy(
         pol_audit = [mean(x) for x in zip(*(p for p, _ in audits), strict=True)]
         ref_audit = [mean(x) for x in zip(*(r for _, r in audits), strict=True)]
         _scored(result, per_sample, "audit", pol_audit, ref_audit)
-    if result["policy_ended_share"] < 0.5:
+    if result["policy_ended_share"] < 0.5 and distributed.is_main():  # said once, not by every rank
         log.warning("only %.0f%% of the policy's samples ended before max_new_tokens=%d: the KL is that of "
                     "truncated responses (raise evaluation.generation.max_new_tokens)",
                     100 * result["policy_ended_share"], gen.max_new_tokens)

@@ -193,25 +193,45 @@ class Samples:
         return cls([], [], [], [], [], [], {n: [] for n in names})
 
 
+def lockstep_batches(n: int, size: int, shard: tuple[int, int]) -> list[tuple[int, range, bool]]:
+    """(batch number, prompt positions, keep) of rank `shard[0]`'s batches, padded so that every rank
+    runs the same number: ceil(batches / world). A rank with fewer runs a dummy batch (keep=False:
+    its outputs are dropped) so that ZeRO-3, which gathers each layer collectively at every forward
+    pass, sees the same passes on every rank."""
+    rank, world = shard
+    mine = [(b, span, True) for b, span in batches(n, size, shard)]
+    n_batches = -(-n // size)
+    rounds = -(-n_batches // world)
+    dummy = (mine[0][0], mine[0][1], False) if mine else (0, range(0, min(n, size)), False)
+    return mine + [dummy] * (rounds - len(mine))
+
+
 def sample(model, tokenizer, prompts: Sequence, prompt_ids: Sequence[Sequence[int]], gen: Generation, *,
            stop_ids: Sequence[int], score_with: dict | None = None, shard: tuple[int, int] = (0, 1),
-           progress: bool = True, desc: str = "sampling", engine=None) -> Samples:
+           progress: bool = True, desc: str = "sampling", engine=None, lockstep: bool = False) -> Samples:
     """`gen.num_samples` samples of each prompt in batches of `gen.batch_size` prompts, batch b seeded
     with `batch_seed(gen.seed, b)`; `score_with` {name: f(batch) -> [B] tensor}: also, e.g., the
     log-probability of every sample under another model (`logprob_fn`), in the same pass. `engine`:
-    the generation engine (`rlhf.engines`; None: HF generate)."""
+    the generation engine (`rlhf.engines`; None: HF generate). `lockstep` (several ranks sharing a
+    ZeRO-3 model): every rank runs the same number of batches (`lockstep_batches`) and generates
+    with synchronised steps (`generate(synced=True)`); what each rank keeps is unchanged."""
     from tqdm.auto import tqdm
 
     names = list(score_with or {})
     out = Samples.empty(names)
-    todo = list(batches(len(prompts), gen.batch_size, shard))
-    for b, span in tqdm(todo, desc=desc, disable=not progress, leave=False):
+    todo = (lockstep_batches(len(prompts), gen.batch_size, shard) if lockstep else
+            [(b, span, True) for b, span in batches(len(prompts), gen.batch_size, shard)])
+    for b, span, keep in tqdm(todo, desc=desc, disable=not progress, leave=False):
         batch = (engine.generate if engine is not None else generate)(
             model, [prompt_ids[i] for i in span], pad_id=tokenizer.pad_token_id, stop_ids=stop_ids,
             max_new_tokens=gen.max_new_tokens, temperature=gen.temperature, top_k=gen.top_k,
-            top_p=gen.top_p, num_samples=gen.num_samples, seed=batch_seed(gen.seed, b))
+            top_p=gen.top_p, num_samples=gen.num_samples, seed=batch_seed(gen.seed, b),
+            **({"synced": True} if lockstep else {}))
+        scored = {name: score_with[name](batch).tolist() for name in names}
+        if not keep:
+            continue
         for name in names:
-            out.logprobs[name] += score_with[name](batch).tolist()
+            out.logprobs[name] += scored[name]
         responses = batch.response_lists()
         for row, c_ids in enumerate(responses):
             i = span[row // gen.num_samples]

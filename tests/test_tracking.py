@@ -161,7 +161,8 @@ def test_rloo_curves_with_lora_against_the_disabled_adapter(base, compose, tmp_p
 
 
 def test_curves_are_refused_under_deepspeed_before_training(base, compose, tmp_path):
-    with pytest.raises(UserError, match="evaluation.every_steps"):
-        run(compose("stage=dpo", "logger=none", "debug=smoke", "deepspeed=zero2", f"model.init_from={base / 'sft'}",
-                    "data.on_invalid=drop", "model.max_length=128", *EVAL), tmp_path / "dpo")
-    assert not (tmp_path / "dpo").exists()
+    """DPO and PPO evaluate across ranks (tests/distributed/test_scale_out.py, ZeRO-3 launches); the others are refused."""
+    with pytest.raises(UserError, match="evaluation.every_steps.*stage=dpo and stage=ppo, not stage=simpo"):
+        run(compose("stage=simpo", "logger=none", "debug=smoke", "deepspeed=zero2", f"model.init_from={base / 'sft'}",
+                    "data.on_invalid=drop", "model.max_length=128", *EVAL), tmp_path / "simpo")
+    assert not (tmp_path / "simpo").exists()

@@ -26,8 +26,8 @@ A signal above its `threshold` fires: `warn` logs it, `stop` also ends training 
 Every value is logged as `monitor/<name>` and every firing as `monitor/fired/<name>` (W&B,
 TensorBoard, history.jsonl, at the step), with a `monitor/firings` table; the firings are in
 metrics.json (`monitor`) and the run's W&B summary. With `publish: best` the trainable weights of the
-point with the best audit score (else gold) are kept in CPU memory and published instead of the
-last step's (`artifact.json` `extra.published` and the model card say which step, why, and the last
+point with the best audit score (else gold) are kept in CPU memory (under ZeRO-3 gathered one
+parameter at a time and kept by rank 0) and published instead of the last step's (`artifact.json` `extra.published` and the model card say which step, why, and the last
 step's figures beside it).
 """
 
@@ -36,6 +36,8 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from typing import Literal
+
+from ..distributed import copy_params, load_params
 
 log = logging.getLogger(__name__)
 
@@ -194,16 +196,14 @@ class Monitor:
         score = result[f"{by}_policy"]
         if self.best is None or score > self.best["score"]:
             self.best = {"step": step, "by": by, "score": score, "figures": figures(result)}
-            self._best_weights = {n: p.detach().to("cpu", copy=True) for n, p in model.named_parameters()
-                                  if p.requires_grad}
+            # ZeRO-3: gathered one parameter at a time, kept by rank 0 (rlhf.distributed.copy_params)
+            self._best_weights = copy_params([(n, p) for n, p in model.named_parameters() if p.requires_grad])
 
     def restore_best(self, model, last_step: int, last: dict | None) -> dict | None:
         """Put the best point's trainable weights back into `model` (`publish: best`); returns what
         `artifact.json` records (`extra.published`), or None when nothing is to be published but the last."""
         if self.opt.publish != "best" or self.best is None:
             return None
-        import torch
-
         record = {"policy": "best", "step": self.best["step"], "best_by": self.best["by"],
                   "why": (f"the highest {self.best['by']} score ({self.best['score']:.4g}) of the "
                           f"{len(self.points)} evaluation points during training"),
@@ -211,10 +211,7 @@ class Monitor:
         if self.best["step"] == last_step:
             record["why"] += "; it is the last step"
             return record
-        with torch.no_grad():
-            for n, p in model.named_parameters():
-                if n in self._best_weights:
-                    p.copy_(self._best_weights[n].to(p.device))
+        load_params([(n, p) for n, p in model.named_parameters() if p.requires_grad], self._best_weights)
         log.info("publishing the policy of step %d (%s), not the last step %d", self.best["step"], record["why"],
                  last_step)
         return record

@@ -51,7 +51,7 @@ class PPOTrainer:
         # the generation engine (rlhf.engines; None: HF generate); a vLLM engine takes the policy's weights
         # whenever they changed since its last rollout (after every iteration's optimizer steps)
         self.sampler = engine
-        # on_iteration(i): rank 0, after iteration i; returning True ends training there (rlhf.monitor)
+        # on_iteration(i): every rank, after iteration i; returning True ends training there (rlhf.monitor)
         self.log_fn, self.on_iteration = log_fn, on_iteration
         self.stopped_at: int | None = None
         self.rank, self.world_size = distributed.world()
@@ -222,7 +222,8 @@ class PPOTrainer:
             self.history.append(stats)
             if self.log_fn and self.rank == 0 and self.iteration % c.logging_every == 0:
                 self.log_fn(stats, self.iteration)
-            if self.on_iteration is not None and self.rank == 0 and self.on_iteration(self.iteration) is True:
+            # every rank evaluates at the same iteration (in lock-step under ZeRO-3); all stop if one does
+            if self.on_iteration is not None and distributed.any_rank(self.on_iteration(self.iteration) is True):
                 self.stopped_at = self.iteration
             bar.set_postfix(score=f"{stats['objective/scores']:.3f}", kl=f"{stats['objective/kl']:.2f}",
                             beta=f"{stats['kl_coef']:.3f}")

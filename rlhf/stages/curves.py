@@ -1,6 +1,7 @@
 """The policy-vs-reference evaluation during training, every `evaluation.every_steps` optimizer steps
 (DPO, GRPO, RLOO: a TrainerCallback; PPO: a hook of its loop), so KL, gold and RM score and win
-rate are curves: the same `rlhf.evaluation.evaluate_policy` as the final evaluation, on the first
+rate are curves (under DeepSpeed or several processes for DPO and PPO: every rank evaluates at the
+same step, its share of the prompts in lock-step, `rlhf.evaluation.evaluate_policy`): the same `rlhf.evaluation.evaluate_policy` as the final evaluation, on the first
 `evaluation.curve_prompts` of its held-out prompts with the same seeds (each point compares like with
 like), logged as `policy_eval/<name>` with a samples table `policy_eval/samples` each time
 (`rlhf.tracking.Tracker`: W&B, TensorBoard, history.jsonl). Training is unchanged by it: the
@@ -40,19 +41,24 @@ class Curves:
 
     @classmethod
     def from_config(cls, ctx: StageContext, evaluator: PolicyEvaluator | None,
-                    reference: Callable[[], object], proxy: Callable | None = None) -> Curves | None:
+                    reference: Callable[[], object], proxy: Callable | None = None,
+                    across_ranks: bool = False) -> Curves | None:
         """None without `evaluation.every_steps` (or without an evaluation). `reference()`: the
         reference model, called once at the first point (None: the PEFT policy with its adapter
         disabled); `proxy`: the reward the stage optimises, (prompts, completions) -> scores, scored
-        at every point and in the final evaluation as `proxy`. Refused under DeepSpeed or several
-        processes, before anything is trained."""
+        at every point and in the final evaluation as `proxy`. `across_ranks`: the stage evaluates
+        its trainer's own models on every rank at the same step (DPO, PPO), so the curves also run
+        under DeepSpeed or several processes; other stages are refused there, before anything is
+        trained."""
         cfg = ctx.cfg
         every = cfg.evaluation.get("every_steps")
         if not every or evaluator is None:
             return None
-        if distributed.launched() or distributed.uses_deepspeed(cfg):
-            raise UserError("evaluation.every_steps: the evaluation during training runs in one process without "
-                            "DeepSpeed; set evaluation.every_steps=null (the final evaluation still runs)")
+        if (distributed.launched() or distributed.uses_deepspeed(cfg)) and not across_ranks:
+            raise UserError(f"evaluation.every_steps: under DeepSpeed or several processes the evaluation during "
+                            f"training runs for stage=dpo and stage=ppo, not stage={cfg.stage.name}; run it in one "
+                            "process without deepspeed=, or set evaluation.every_steps=null (the final evaluation "
+                            "still runs)")
         if proxy is not None:
             evaluator.scorers["proxy"] = proxy
         return cls(ctx, evaluator, int(every), int(cfg.evaluation.curve_prompts), reference,
@@ -81,13 +87,15 @@ class Curves:
 
         t0 = time.perf_counter()
         if not self._ref_cached:
-            self.reference_model, self._ref_cached = self._reference(), True
+            self.reference_model, self._ref_cached = distributed.unwrapped(self._reference()), True
         ev, n, ref = self.evaluator, self.n_prompts, self.reference_model
+        # several ranks: each samples its share in lock-step and every rank gets the same figures, so
+        # the monitors decide alike everywhere; rank 0's tracker logs them
         with torch.random.fork_rng(), evaluating(*[m for m in (policy, ref) if m is not None]):
             result = evaluate_policy(policy, ev.tokenizer, ev.prompts[:n], ev.prompt_ids[:n], ev.gen,
                                      stop_ids=stop_token_ids(ev.tokenizer), reference=ref, judge=ev.judge,
                                      reward=ev.reward, n_show=ev.n_show, engine=ev.engine(policy),
-                                     scorers=ev.scorers)
+                                     scorers=ev.scorers, shard=distributed.world())
         self.ctx.tracker.log_eval(result, PREFIX, step)
         point = {"step": step, **{k: v for k, v in result.items() if isinstance(v, int | float)}}
         self.points.append(point)

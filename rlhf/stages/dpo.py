@@ -106,7 +106,7 @@ def run(cfg: DictConfig, run_dir: Path):
         source, init_art, tokenizer, splits = policy_inputs(cfg, encoder)
         evaluator = PolicyEvaluator.from_config(cfg, tokenizer, splits)  # fails early on a bad judge / RM
         # the reference during training: TRL's (None under LoRA: the policy with its adapter disabled)
-        curves = Curves.from_config(ctx, evaluator, lambda: trainer.ref_model)
+        curves = Curves.from_config(ctx, evaluator, lambda: trainer.ref_model, across_ranks=True)
         ctx.begin()
 
         args = ctx.trainer_config(DPOConfig, truncation_mode="keep_start",
@@ -129,12 +129,12 @@ def run(cfg: DictConfig, run_dir: Path):
                                               len(trainer.eval_dataset) if splits.eval else 0),
                          "loss_type": list(args.loss_type), "beta": args.beta, **count_parameters(model),
                          "reference_in_memory": trainer.ref_model is not None}
-        # In one process the in-memory reference (None under LoRA: the adapter disabled); under
-        # DeepSpeed / several processes rank 0 evaluates the saved policy (evaluator.finish_policy).
+        # The trainer's reference (None under LoRA: the adapter disabled; under ZeRO-3 TRL's partitioned
+        # engine): evaluated in memory, under DeepSpeed / several processes by every rank in lock-step.
         return train_and_finish(ctx, trainer, splits, evaluator=evaluator, curves=curves, tokenizer=tokenizer,
                                 metrics=metrics, held_out=_dpo_eval, name="DPO", source=ref_source,
                                 reference_dir=cfg.stage.reference or (init_art.run_dir if init_art else source),
-                                reference=trainer.ref_model if not distributed.uses_deepspeed(cfg) else None)
+                                reference=trainer.ref_model, across_ranks=True)
 
 
 def _dpo_eval(trainer, prefix: str) -> dict:

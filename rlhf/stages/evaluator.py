@@ -17,25 +17,34 @@ from .inputs import data_config, distinct_prompts, load_data, prompt_encoder
 
 
 def finish_policy(ctx: StageContext, evaluator: PolicyEvaluator | None, model, tokenizer, metrics: dict[str, Any],
-                  *, source: str, reference=None, extra: dict[str, Any] | None = None, engine=None) -> Artifact:
+                  *, source: str, reference=None, extra: dict[str, Any] | None = None, engine=None,
+                  across_ranks: bool = False) -> Artifact:
     """A trained policy: the policy-vs-reference evaluation (if enabled), then `finish`.
 
     One process without DeepSpeed evaluates the models in memory (under LoRA the reference is the
-    policy with its adapter disabled). Under DeepSpeed or several processes the model is saved first
-    (ZeRO-3 shards gathered into one checkpoint), then rank 0 evaluates that saved model against the
+    policy with its adapter disabled). `across_ranks` (DPO, PPO): `model` and `reference` are the
+    trainer's own (under ZeRO-3 partitioned, a DeepSpeed engine's), so under DeepSpeed or several
+    processes every rank evaluates them in memory, its share of the prompts in lock-step
+    (`rlhf.evaluation.evaluate_policy`), before the model is saved for publishing. Otherwise (the
+    other stages, or `evaluation.reference` naming another policy) the model is saved first (ZeRO-3
+    shards gathered into one checkpoint), then rank 0 evaluates that saved model against the
     reference loaded from `source` while the other ranks wait; the result reaches every rank.
     """
     cfg = ctx.cfg
     against = str(cfg.evaluation.get("reference") or (extra or {}).get("reference_dir") or source)
+    single = not distributed.launched() and not distributed.uses_deepspeed(cfg)
     if evaluator is not None and cfg.evaluation.get("reference"):  # measure against a given policy instead
         source = policy_model_dir(cfg.evaluation.reference, "evaluation.reference")
-        reference = load_reference(cfg, source, tokenizer) if not distributed.launched() else None
-    if not distributed.launched() and not distributed.uses_deepspeed(cfg):
+        reference = load_reference(cfg, source, tokenizer) if single else None
+        across_ranks = False
+    if single or (across_ranks and (reference is not None or cfg.peft.method != "none")):
         if evaluator is not None:
             if reference is None and cfg.peft.method == "none":
                 reference = load_reference(cfg, source, tokenizer)
-            metrics["policy_eval"] = evaluator.run(ctx, model, reference, against)
-        return finish(ctx, kind="policy", model=model, tokenizer=tokenizer, metrics=metrics, extra=extra)
+            metrics["policy_eval"] = evaluator.run(ctx, distributed.unwrapped(model), distributed.unwrapped(reference),
+                                                   against, shard=distributed.world())
+        return finish(ctx, kind="policy", model=model, tokenizer=tokenizer, metrics=metrics, extra=extra,
+                      engine=engine)
     saved = save(ctx, model, tokenizer, engine)
     distributed.barrier()
     if evaluator is not None:
@@ -108,9 +117,12 @@ class PolicyEvaluator:
 
         return engine_for(self.generation, policy)
 
-    def run(self, ctx: StageContext, policy, reference, against: str | None = None) -> dict:
+    def run(self, ctx: StageContext, policy, reference, against: str | None = None,
+            shard: tuple[int, int] = (0, 1)) -> dict:
         """Evaluate, write eval.json into the run dir, log to W&B, print the table. `against`: the run
-        (or model) dir the reference is, recorded as `reference_dir` (KL and win rates are against it)."""
+        (or model) dir the reference is, recorded as `reference_dir` (KL and win rates are against it).
+        `shard` (rank, world): every rank of the group calls it, each sampling its share
+        (`evaluate_policy`); rank 0 writes and prints, every rank returns the same figures."""
         from ..evaluation import evaluate_policy, format_eval
         from ..models import stop_token_ids
         from ..run.artifacts import write_json_atomic
@@ -118,13 +130,14 @@ class PolicyEvaluator:
         result = evaluate_policy(policy, self.tokenizer, self.prompts, self.prompt_ids, self.gen,
                                  stop_ids=stop_token_ids(self.tokenizer), reference=reference, judge=self.judge,
                                  reward=self.reward, n_show=self.n_show, engine=self.engine(policy),
-                                 scorers=self.scorers)
+                                 scorers=self.scorers, shard=shard)
         if against is not None:
             result["reference_dir"] = against
-        write_json_atomic(ctx.run_dir / "eval.json", result)
+        if distributed.is_main():
+            write_json_atomic(ctx.run_dir / "eval.json", result)
+            print(format_eval(result), flush=True)
         if ctx.tracker is not None:
             ctx.tracker.log_eval(result, "eval", ctx.tracker.last_step, summary=True)
-        print(format_eval(result), flush=True)
         return {k: v for k, v in result.items() if k not in ("samples", "generation", "per_sample")}
 
 

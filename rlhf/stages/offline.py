@@ -16,7 +16,7 @@ log = logging.getLogger(__name__)
 
 def train_and_finish(ctx, trainer, splits, *, evaluator, curves, tokenizer, metrics: dict[str, Any],
                      held_out: Callable[[Any, str], dict], name: str, source: str, reference_dir: str,
-                     reference=None):
+                     reference=None, across_ranks: bool = False):
     """Train `trainer` and return the run's Artifact.
 
     `held_out(trainer, prefix) -> {prefix_<metric>: value}` is the stage's held-out evaluation, run
@@ -24,7 +24,8 @@ def train_and_finish(ctx, trainer, splits, *, evaluator, curves, tokenizer, metr
     labels its log line (DPO, KTO, SIMPO, ORPO). `source` is the model the final evaluation measures
     KL against unless `evaluation.reference` names another (`finish_policy`), `reference` that model
     already in memory (None: loaded again, or under LoRA the policy with its adapter disabled);
-    `reference_dir` is recorded in the artifact as `extra.reference_dir`.
+    `reference_dir` is recorded in the artifact as `extra.reference_dir`; `across_ranks`: the stage's
+    models evaluate in lock-step on every rank under DeepSpeed / several processes (`finish_policy`).
     """
     if splits.eval:
         common.before_training(trainer, lambda: metrics.update(held_out(trainer, "eval_before")))
@@ -40,4 +41,4 @@ def train_and_finish(ctx, trainer, splits, *, evaluator, curves, tokenizer, metr
                  for k in ("margin", "accuracy", "kl") if f"eval_before_{k}" in metrics and f"eval_{k}" in metrics]
         log.info("%s held-out %s", name, ", ".join(shown) or "evaluation: no margin logged")
     return finish_policy(ctx, evaluator, trainer.model, tokenizer, metrics, source=source, reference=reference,
-                         engine=trainer.deepspeed, extra=extra)
+                         engine=trainer.deepspeed, extra=extra, across_ranks=across_ranks)

@@ -147,7 +147,7 @@ def run(cfg: DictConfig, run_dir: Path):
             value_src = source
         evaluator = PolicyEvaluator.from_config(cfg, tokenizer, splits)
         curves = Curves.from_config(ctx, evaluator, lambda: trainer.ref_model,  # None under LoRA: adapter disabled
-                                    proxy=scorer)
+                                    proxy=scorer, across_ranks=True)
         ctx.begin()
 
         torch.manual_seed(int(cfg.seed))  # the value head of a policy-initialised critic is new
@@ -199,6 +199,5 @@ def run(cfg: DictConfig, run_dir: Path):
                  metrics["kl_last"], metrics["kl_coef_last"])
         save_model(value.seq, tokenizer, ctx.run_dir, trainer.engine, subdir="value")  # collective under ZeRO-3
         return finish_policy(ctx, evaluator, trainer.policy, tokenizer, metrics, source=source,
-                                    reference=trainer.ref_model if ds is None else None, engine=trainer.engine,
-                                    extra=extra)
+                             reference=trainer.ref_model, engine=trainer.engine, extra=extra, across_ranks=True)
 

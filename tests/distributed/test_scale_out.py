@@ -4,6 +4,8 @@
   reward, dpo, ppo (ours: one DeepSpeed engine for policy + value), grpo, rloo, eval) under ZeRO-2 and ZeRO-3, each training stage with LoRA and fully
   fine-tuned (4 launches, each mixing LoRA and full steps); each run dir has the layout one process
   writes, and a model `from_pretrained` loads whole; the ZeRO-3 checkpoint holds the trained weights;
+  under ZeRO-3, DPO and PPO also evaluate during training (`policy_eval/*` curves) across the two
+  ranks, and their final evaluation equals a one-process evaluation of the saved policy;
 - `torchrun` with 2 "nodes" x 1 process meeting at a localhost rendezvous;
 - `accelerate launch`;
 
@@ -89,15 +91,31 @@ def one_process_layout(tmp_path_factory) -> dict[str, set[str]]:
 TRAINING = ["sft", "reward", "dpo", "ppo", "grpo", "rloo"]
 
 
-def _mixed_pipeline(conf_dir: Path, lora_steps: set[str]) -> None:
+# The evaluation across ranks (ZeRO-3 launches): DPO and PPO also evaluate during training, each rank
+# its share of the held-out prompts in batches of 1 (3-4 prompts: 2 batches on one rank, 1-2 on the
+# other, which runs a dummy batch in lock-step). DPO publishes its best point (by gold): under ZeRO-3
+# its trainable parameters are gathered at each new best point and written back before saving. The
+# eval step measures the DPO policy the same way, on rank 0 alone with whole models (the one-process
+# evaluation).
+CURVES = {"dpo": ["evaluation.every_steps=2", "evaluation.generation.batch_size=1", "monitor.publish=best"],
+          "ppo": ["evaluation.every_steps=1", "evaluation.generation.batch_size=1"],
+          "eval": ["+data@evaluation.data=tinystories", "evaluation.data.max_rows=64",
+                   "evaluation.generation.batch_size=1"]}
+CURVE_STEPS = {"dpo": [2, 4], "ppo": [1, 2]}
+
+
+def _mixed_pipeline(conf_dir: Path, lora_steps: set[str], curves: bool = False) -> None:
     """conf/pipeline/smoke.yaml with `peft=lora` on some training steps and `peft=none` on the others:
-    two launches then cover every training stage under LoRA and under full fine-tuning."""
+    two launches then cover every training stage under LoRA and under full fine-tuning. `curves`:
+    with the `CURVES` overrides."""
     from omegaconf import OmegaConf
 
     cfg = OmegaConf.load(Path(__file__).resolve().parents[2] / "conf" / "pipeline/smoke.yaml")
     for step in cfg.pipeline.steps:
         if step.name in TRAINING:
             step.overrides.append(f"peft={'lora' if step.name in lora_steps else 'none'}")
+        if curves:
+            step.overrides.extend(CURVES.get(step.name, []))
     (conf_dir / "pipeline").mkdir(parents=True)
     OmegaConf.save(cfg, conf_dir / "pipeline/smoke_mixed.yaml")
     text = (conf_dir / "pipeline/smoke_mixed.yaml").read_text()
@@ -111,7 +129,7 @@ MIXES = [("zero2", HALF), ("zero2", set(TRAINING) - HALF), ("zero3", set(TRAININ
 
 @pytest.mark.parametrize("zero,lora", MIXES, ids=lambda x: x if isinstance(x, str) else "lora=" + "+".join(sorted(x)))
 def test_every_stage_under_the_deepspeed_launcher(tmp_path, one_process_layout, assets, zero, lora):
-    _mixed_pipeline(tmp_path / "conf", lora)
+    _mixed_pipeline(tmp_path / "conf", lora, curves=zero == "zero3")
     res, runs = _deepspeed(tmp_path, "--config-dir", str(tmp_path / "conf"), "pipeline=smoke_mixed",
                            f"deepspeed={zero}")
     assert res.returncode == 0, res.log
@@ -139,6 +157,8 @@ def test_every_stage_under_the_deepspeed_launcher(tmp_path, one_process_layout, 
     for step in ("dpo", "ppo", "grpo", "rloo", "eval"):
         ev = json.loads((pdir / step / "eval.json").read_text())
         assert 1 <= ev["n_prompts"] <= 4 and "kl" in ev
+    if zero == "zero3":
+        _check_evaluation_across_ranks(tmp_path, pdir)
     # The saved SFT policy is the trained model gathered whole: the trained tensors moved a little
     # from the pretrained start (4 steps), the others are bit-identical; none was lost, zeroed or
     # re-initialised. (LoRA: only the adapted projections change, merged.)
@@ -151,6 +171,58 @@ def test_every_stage_under_the_deepspeed_launcher(tmp_path, one_process_layout, 
         rel = float((saved[k] - v).abs().max() / v.abs().max())
         trained = "sft" not in lora or k.endswith("_proj.weight")
         assert (0 < rel < 0.2) if trained else rel == 0, (k, rel)
+
+
+def _same_evaluation(a: dict, b: dict, keys) -> None:
+    """Two evaluations of one policy on the same prompts and seeds: the same samples (same tokens, in
+    the same order) and figures within 1e-3 (float differences only: a LoRA adapter merged on saving,
+    a reward model scoring other batches; measured under ZeRO-3: 0 for a fully fine-tuned policy,
+    up to 3e-5 nats per sample with LoRA, 1e-7 for reward scores)."""
+    assert a["n_prompts"] == b["n_prompts"] and a["n_samples"] == b["n_samples"] == 2 * a["n_prompts"]
+    assert a["per_sample"]["prompt_index"] == b["per_sample"]["prompt_index"]
+    assert [r["policy"] for r in a["samples"]] == [r["policy"] for r in b["samples"]]
+    assert [r["reference"] for r in a["samples"]] == [r["reference"] for r in b["samples"]]
+    assert a["per_sample"]["kl"] == pytest.approx(b["per_sample"]["kl"], abs=1e-3)
+    for k in keys:
+        assert a[k] == pytest.approx(b[k], abs=1e-3), k
+
+
+def _check_evaluation_across_ranks(tmp_path: Path, pdir: Path) -> None:
+    """2-process ZeRO-3 DPO and PPO wrote `policy_eval/*` points at the steps asked, and their final
+    evaluation (every rank its share, in lock-step, gathered) equals a one-process evaluation of the
+    saved policy on the same prompts and seeds."""
+    for step, steps in CURVE_STEPS.items():
+        history = [json.loads(line) for line in (pdir / step / "history.jsonl").read_text().splitlines()]
+        assert [h["step"] for h in history if "policy_eval/kl" in h] == steps, step
+        names = ["policy_eval/rm_win_rate"] + (["policy_eval/gold_policy"] if step == "dpo" else ["policy_eval/proxy_policy"])
+        assert all(n in h for h in history if "policy_eval/kl" in h for n in names), step
+        art = json.loads((pdir / step / "artifact.json").read_text())
+        assert [p["step"] for p in art["metrics"]["policy_eval_curve"]] == steps
+    # the published DPO policy is the best point's: the final evaluation (same prompts and seeds as the
+    # points) measures what that point measured, whether or not it is the last step
+    dpo = json.loads((pdir / "dpo/artifact.json").read_text())
+    best = dpo["extra"]["published"]["best"]
+    assert dpo["extra"]["published"]["step"] in CURVE_STEPS["dpo"]
+    final = json.loads((pdir / "dpo/eval.json").read_text())
+    assert final["kl"] == pytest.approx(best["kl"], abs=1e-6) and final["gold_policy"] == pytest.approx(
+        best["gold_policy"], abs=1e-6)
+    figures = ["kl", "kl_per_token", "entropy_per_token", "reference_entropy_per_token", "policy_len",
+               "gold_policy", "gold_reference", "gold_win_rate", "rm_policy", "rm_reference", "rm_win_rate"]
+    # DPO: the pipeline's eval step evaluated the saved DPO policy on rank 0 alone, whole models
+    _same_evaluation(json.loads((pdir / "dpo/eval.json").read_text()),
+                     json.loads((pdir / "eval/eval.json").read_text()), figures)
+    # PPO: one plain process evaluates the saved policy with the PPO step's evaluation settings
+    ppo = json.loads((pdir / "ppo/eval.json").read_text())
+    res = _run([str(BIN / "rlhf"), "stage=eval", "debug=smoke", f"model.init_from={pdir / 'ppo'}",
+                "model.max_length=64", f"evaluation.reward_model={pdir / 'reward'}", "evaluation.max_prompts=4",
+                "evaluation.generation.max_new_tokens=8", "evaluation.generation.batch_size=1",
+                f"run_dir={tmp_path / 'ppo_eval'}", "logger=none"], tmp_path, _env(tmp_path / "runs_eval"))
+    assert res.returncode == 0, res.log
+    _same_evaluation(ppo, json.loads((tmp_path / "ppo_eval/eval.json").read_text()),
+                     [k for k in figures if not k.startswith("gold")])
+    # PPO's proxy (its reward model, partitioned by ZeRO-3, scoring in lock-step) = the same reward
+    # model loaded whole by the evaluation
+    assert ppo["per_sample"]["proxy_policy"] == pytest.approx(ppo["per_sample"]["rm_policy"], abs=1e-3)
 
 
 def test_torchrun_two_nodes_one_process_each(tmp_path):
