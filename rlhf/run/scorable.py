@@ -58,8 +58,8 @@ def problems(cfg, policy_text: bool, planned: dict[str, Any] | None = None) -> l
     text with a causal LM (its evaluation scores it). `planned`: {resolved run dir: step config} of a
     pipeline; given, only what `rlhf.config.validate` could not see is checked: reward models that are
     planned steps without an artifact yet, and every reward model of a step whose policy is planned.
-    Problems this check cannot decide (a missing artifact, a damaged manifest) are left to the checks
-    that own them."""
+    Problems this check cannot decide (a missing artifact, a damaged manifest, tokenizer or config
+    file) are left to the checks that own them, which name the file in one line."""
     rms = reward_models(cfg, policy_text)
     if planned is not None:  # what validation could not see: a planned policy, or a planned reward model
         try:
@@ -71,7 +71,7 @@ def problems(cfg, policy_text: bool, planned: dict[str, Any] | None = None) -> l
         return []
     try:
         policy = _policy_side(cfg.model, planned or {})
-    except UserError:
+    except Exception:  # noqa: BLE001 - a damaged or missing tokenizer/config: its own check says so, in one line
         return []
     if policy is None:
         return []
@@ -79,7 +79,7 @@ def problems(cfg, policy_text: bool, planned: dict[str, Any] | None = None) -> l
     for key, run_dir in rms:
         try:
             rm = _reward_side(run_dir, key, planned or {})
-        except UserError:
+        except Exception:  # noqa: BLE001 - as above (e.g. a damaged config.json the tokenizer loader reads)
             continue
         if rm is not None:
             out += [f"{key}: the reward model {run_dir} cannot score the text of the policy {policy.where}: {why}"
